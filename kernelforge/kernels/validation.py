@@ -1,0 +1,218 @@
+"""Argument checks for the public LLM ops, run before any kernel launches.
+
+A kernel that is handed a wrong shape reads or writes out of bounds silently, so every
+public op checks its arguments here and raises an error that names the argument.
+Shape, dtype and device checks are metadata only and always run. Checks that read
+tensor *contents* (block table entries, slot numbers, sequence lengths, positions)
+would force a host sync on an accelerator, so they run only for CPU tensors or when
+`KF_SANITIZE=1`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _fail(op: str, message: str, exc: type[Exception] = ValueError) -> None:
+    raise exc(f"{op}: {message}")
+
+
+def check_tensor(
+    op: str,
+    name: str,
+    t: object,
+    ndim: int | Iterable[int] | None = None,
+    dtypes: tuple[torch.dtype, ...] | None = None,
+    device: torch.device | None = None,
+    last_dim_contiguous: bool = False,
+) -> None:
+    """Check one tensor argument's type, rank, dtype, device and innermost stride."""
+    if not isinstance(t, Tensor):
+        _fail(op, f"{name} must be a torch.Tensor, got {type(t).__name__}", TypeError)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in allowed:
+            _fail(op, f"{name} must have {' or '.join(map(str, allowed))} dims, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        _fail(op, f"{name} has dtype {t.dtype}; expected one of {names}", TypeError)
+    if device is not None and t.device != device:
+        _fail(op, f"{name} is on {t.device} but the other arguments are on {device}")
+    if last_dim_contiguous and t.dim() > 0 and t.shape[-1] > 1 and t.stride(-1) != 1:
+        _fail(op, f"{name} must be contiguous in its last dim (stride {t.stride(-1)})")
+
+
+def check_same(op: str, names: tuple[str, str], a: Tensor, b: Tensor, what: str = "shape") -> None:
+    """Two tensors must agree in shape (what="shape") or dtype (what="dtype")."""
+    va, vb = (tuple(a.shape), tuple(b.shape)) if what == "shape" else (a.dtype, b.dtype)
+    if va != vb:
+        _fail(op, f"{names[0]} and {names[1]} must have the same {what}, got {va} and {vb}")
+
+
+def reads_contents(*tensors: Tensor) -> bool:
+    """Whether content checks are cheap (CPU) or explicitly asked for (KF_SANITIZE=1)."""
+    return os.environ.get("KF_SANITIZE") == "1" or all(t.device.type == "cpu" for t in tensors)
+
+
+def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
+    check_tensor(op, "x", x, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
+    check_tensor(op, "out", out, dtypes=FLOAT_DTYPES, device=x.device, last_dim_contiguous=True)
+    check_tensor(op, "weight", weight, ndim=1, dtypes=FLOAT_DTYPES, device=x.device, last_dim_contiguous=True)
+    if x.dim() == 0:
+        _fail(op, "x must have at least one dim")
+    check_same(op, ("out", "x"), out, x)
+    if weight.shape[0] != x.shape[-1]:
+        _fail(op, f"weight has {weight.shape[0]} elements but the hidden size (x.shape[-1]) is {x.shape[-1]}")
+    if not eps >= 0:
+        _fail(op, f"eps must be a non-negative float, got {eps!r}")
+
+
+def check_rotary_embedding(
+    op: str,
+    positions: Tensor,
+    query: Tensor,
+    key: Tensor | None,
+    head_size: int,
+    cos_sin_cache: Tensor,
+    is_neox: bool,
+) -> None:
+    check_tensor(op, "query", query, ndim=(2, 3), dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
+    dev = query.device
+    check_tensor(op, "positions", positions, dtypes=INDEX_DTYPES, device=dev)
+    check_tensor(op, "cos_sin_cache", cos_sin_cache, ndim=2, dtypes=FLOAT_DTYPES, device=dev, last_dim_contiguous=True)
+    if not isinstance(head_size, int) or head_size <= 0:
+        _fail(op, f"head_size must be a positive int, got {head_size!r}")
+    num_tokens = query.shape[0]
+    if positions.numel() != num_tokens:
+        _fail(op, f"positions has {positions.numel()} elements but query has {num_tokens} tokens")
+    for name, t in (("query", query), ("key", key)):
+        if t is None:
+            continue
+        if name == "key":
+            check_tensor(op, "key", key, ndim=(2, 3), dtypes=FLOAT_DTYPES, device=dev, last_dim_contiguous=True)
+            if key.shape[0] != num_tokens:
+                _fail(op, f"key has {key.shape[0]} tokens but query has {num_tokens}")
+        if t.dim() == 3 and t.shape[2] != head_size:
+            _fail(op, f"{name} has head size {t.shape[2]} but head_size is {head_size}")
+        if t.dim() == 2 and t.shape[1] % head_size != 0:
+            _fail(op, f"{name}'s last dim {t.shape[1]} is not a multiple of head_size {head_size}")
+        if t.dim() == 3 and t.shape[1] > 1 and t.stride(1) != head_size:
+            _fail(op, f"{name}'s heads must be contiguous (head stride {t.stride(1)}, head_size {head_size})")
+    rot_dim = cos_sin_cache.shape[1]
+    if rot_dim % 2 or rot_dim == 0 or rot_dim > head_size:
+        _fail(op, f"cos_sin_cache's last dim (rot_dim) must be even and in 2..head_size={head_size}, got {rot_dim}")
+    if reads_contents(positions) and num_tokens and (
+        int(positions.min()) < 0 or int(positions.max()) >= cos_sin_cache.shape[0]
+    ):
+        _fail(op, f"positions must lie in [0, {cos_sin_cache.shape[0]}) (cos_sin_cache rows), "
+                  f"got {int(positions.min())}..{int(positions.max())}")
+
+
+def check_kv_cache(op: str, key_cache: Tensor, value_cache: Tensor, dev: torch.device) -> None:
+    check_tensor(op, "key_cache", key_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
+    check_tensor(op, "value_cache", value_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
+    check_same(op, ("key_cache", "value_cache"), key_cache, value_cache)
+    check_same(op, ("key_cache", "value_cache"), key_cache, value_cache, "dtype")
+    for name, c in (("key_cache", key_cache), ("value_cache", value_cache)):
+        if not c.is_contiguous():
+            _fail(op, f"{name} must be contiguous [num_blocks, block_size, num_kv_heads, head_size]")
+
+
+def check_reshape_and_cache(
+    op: str, key: Tensor, value: Tensor, key_cache: Tensor, value_cache: Tensor, slot_mapping: Tensor
+) -> None:
+    check_tensor(op, "key", key, ndim=3, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
+    dev = key.device
+    check_tensor(op, "value", value, ndim=3, dtypes=FLOAT_DTYPES, device=dev, last_dim_contiguous=True)
+    check_same(op, ("key", "value"), key, value)
+    check_kv_cache(op, key_cache, value_cache, dev)
+    check_tensor(op, "slot_mapping", slot_mapping, ndim=1, dtypes=INDEX_DTYPES, device=dev)
+    if key.dtype != key_cache.dtype:
+        _fail(op, f"key has dtype {key.dtype} but key_cache has {key_cache.dtype}", TypeError)
+    if value.dtype != key_cache.dtype:
+        _fail(op, f"value has dtype {value.dtype} but value_cache has {key_cache.dtype}", TypeError)
+    if tuple(key.shape[1:]) != tuple(key_cache.shape[2:]):
+        _fail(op, f"key heads {tuple(key.shape[1:])} do not match the cache's "
+                  f"[num_kv_heads, head_size] {tuple(key_cache.shape[2:])}")
+    if slot_mapping.shape[0] != key.shape[0]:
+        _fail(op, f"slot_mapping has {slot_mapping.shape[0]} entries but key has {key.shape[0]} tokens")
+    num_slots = key_cache.shape[0] * key_cache.shape[1]
+    if reads_contents(slot_mapping) and slot_mapping.numel() and int(slot_mapping.max()) >= num_slots:
+        _fail(op, f"slot_mapping holds slot {int(slot_mapping.max())} but the cache has {num_slots} slots")
+
+
+def check_paged_attention(
+    op: str,
+    out: Tensor,
+    query: Tensor,
+    key_cache: Tensor,
+    value_cache: Tensor,
+    block_table: Tensor,
+    cu_seqlens_q: Tensor,
+    seqused_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    causal: bool,
+    sliding_window: int | None,
+) -> None:
+    check_tensor(op, "query", query, ndim=3, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
+    dev = query.device
+    check_tensor(op, "out", out, ndim=3, dtypes=FLOAT_DTYPES, device=dev, last_dim_contiguous=True)
+    check_same(op, ("out", "query"), out, query)
+    check_same(op, ("out", "query"), out, query, "dtype")
+    check_kv_cache(op, key_cache, value_cache, dev)
+    if key_cache.dtype != query.dtype:
+        _fail(op, f"query has dtype {query.dtype} but key_cache has {key_cache.dtype}", TypeError)
+    check_tensor(op, "block_table", block_table, ndim=2, dtypes=(torch.int32,), device=dev)
+    check_tensor(op, "cu_seqlens_q", cu_seqlens_q, ndim=1, dtypes=(torch.int32,), device=dev)
+    check_tensor(op, "seqused_k", seqused_k, ndim=1, dtypes=(torch.int32,), device=dev)
+    num_tokens, num_heads, head_size = query.shape
+    num_blocks, block_size, num_kv_heads, cache_head_size = key_cache.shape
+    if cache_head_size != head_size:
+        _fail(op, f"query head size {head_size} differs from the cache's {cache_head_size}")
+    if num_heads % num_kv_heads:
+        _fail(op, f"num_heads {num_heads} is not a multiple of the cache's num_kv_heads {num_kv_heads}")
+    if block_size & (block_size - 1):
+        _fail(op, f"block size (key_cache.shape[1]) must be a power of two, got {block_size}")
+    num_seqs = seqused_k.shape[0]
+    if cu_seqlens_q.shape[0] != num_seqs + 1:
+        _fail(op, f"cu_seqlens_q has {cu_seqlens_q.shape[0]} entries; expected num_seqs + 1 = {num_seqs + 1}")
+    if block_table.shape[0] != num_seqs:
+        _fail(op, f"block_table has {block_table.shape[0]} rows but seqused_k has {num_seqs} sequences")
+    if block_table.stride(1) != 1:
+        _fail(op, "block_table must be contiguous in its last dim")
+    if not softmax_scale > 0:
+        _fail(op, f"softmax_scale must be positive, got {softmax_scale!r}")
+    if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window <= 0):
+        _fail(op, f"sliding_window must be a positive int or None, got {sliding_window!r}")
+    if not reads_contents(block_table, cu_seqlens_q, seqused_k):
+        return
+    cu = cu_seqlens_q.long()
+    q_lens = cu[1:] - cu[:-1]
+    if int(cu[0]) != 0 or int(cu[-1]) > num_tokens or bool((q_lens < 0).any()):
+        _fail(op, f"cu_seqlens_q must start at 0, never decrease and end at <= {num_tokens} (query tokens)")
+    if num_seqs == 0:
+        return
+    if bool((seqused_k.long() < q_lens).any()):
+        _fail(op, "seqused_k[s] (cached + new tokens) must be >= the query length of sequence s")
+    if int(q_lens.max()) > max_seqlen_q:
+        _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({int(q_lens.max())})")
+    longest = int(seqused_k.max())
+    if longest > max_seqlen_k:
+        _fail(op, f"max_seqlen_k={max_seqlen_k} is smaller than the longest context ({longest})")
+    if longest > block_table.shape[1] * block_size:
+        _fail(op, f"a context of {longest} tokens needs more than block_table's "
+                  f"{block_table.shape[1]} blocks of {block_size}")
+    used = torch.arange(block_table.shape[1], device=dev)[None, :] * block_size < seqused_k[:, None]
+    entries = block_table[used]
+    if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= num_blocks):
+        _fail(op, f"block_table holds block {int(entries.min())}..{int(entries.max())} "
+                  f"but the cache has blocks 0..{num_blocks - 1}")
