@@ -1,0 +1,436 @@
+"""Autotune declarations: `kf.Config`, `kf.autotune` and the config-provider hook.
+
+This module is data only. A kernel declares its tunable space here (the configs, which
+arguments form the tuning key and how they are bucketed, a heuristic default, which
+arguments it writes); the `autotune` package, which sits above `kernelforge`, installs a
+provider that answers "which config for this key?" from its cache and does all timing.
+Keeping the split means `kernelforge` never imports `autotune` and a kernel launches
+with its documented default when nothing was tuned.
+
+    @kf.autotune(configs=[kf.Config(BLOCK=64), kf.Config(BLOCK=128)],
+                 key=["n_cols", "num_tokens"], bucket={"num_tokens": "pow2"},
+                 default=lambda args: kf.Config(BLOCK=128), outputs=["out_ptr"])
+    @kf.jit
+    def kernel(out_ptr, x_ptr, n_cols, num_tokens, BLOCK: kl.constexpr): ...
+
+    kernel[grid](out, x, n_cols, num_tokens)     # BLOCK comes from the provider/default
+
+Choice at launch: a config forced with `forced_config` (what the tuner uses), else the
+installed provider's answer, else `default(args)`, else the first config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import itertools
+import json
+import marshal
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, Protocol, Sequence, Union
+
+import torch
+
+ConfigValue = Union[int, float, bool, str]
+_JSON_SCALARS = (int, float, bool, str)
+
+
+class Config(Mapping[str, ConfigValue]):
+    """One point of a kernel's tuning space: constexpr values (and launch options) by name.
+
+    Immutable and hashable so that it can key dictionaries and survive a JSON round trip
+    (`to_json`/`from_json`) into the autotune cache unchanged.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, **kwargs: ConfigValue) -> None:
+        for name, value in kwargs.items():
+            if not isinstance(value, _JSON_SCALARS):
+                raise TypeError(f"Config value {name}={value!r} must be an int, float, bool or str")
+        self._items: tuple[tuple[str, ConfigValue], ...] = tuple(sorted(kwargs.items()))
+
+    def __getitem__(self, name: str) -> ConfigValue:
+        for k, v in self._items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in self._items)})"
+
+    @property
+    def kwargs(self) -> dict[str, ConfigValue]:
+        return dict(self._items)
+
+    def to_json(self) -> str:
+        """Canonical text (sorted keys): the config's identity in the autotune cache."""
+        return json.dumps(dict(self._items), sort_keys=True, separators=(",", ":"))
+
+    @staticmethod
+    def from_json(text: str) -> "Config":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"not a Config: {text!r}")
+        return Config(**data)
+
+
+def product(**choices: Sequence[ConfigValue]) -> list[Config]:
+    """Every combination of the given values: `product(BLOCK=[64, 128], num_warps=[4, 8])`."""
+    names = list(choices)
+    return [Config(**dict(zip(names, values))) for values in itertools.product(*choices.values())]
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (1 for n <= 1)."""
+    n = int(n)
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def pow2_between(lo: int, hi: int) -> list[int]:
+    """Powers of two from `lo` up to `hi` inclusive (both rounded up to powers of two)."""
+    lo, hi = next_power_of_2(lo), next_power_of_2(hi)
+    return [1 << e for e in range(lo.bit_length() - 1, hi.bit_length())]
+
+
+Bucket = Union[str, Callable[[int], int]]
+_BUCKETS: dict[str, Callable[[int], int]] = {"pow2": next_power_of_2, "exact": int}
+
+
+def bucket_value(value: Any, bucket: Bucket) -> Any:
+    """Apply a bucketing rule ("pow2", "exact" or a callable) to one key value."""
+    rule = _BUCKETS[bucket] if isinstance(bucket, str) else bucket
+    return rule(value)
+
+
+class ConfigProvider(Protocol):
+    """What `autotune.install()` plugs in: the tuned config for a key, or None if untuned."""
+
+    def get_config(self, autotuned: "Autotuned", key: tuple, named_args: "Launch") -> Config | None: ...
+
+
+_provider: ConfigProvider | None = None
+_local = threading.local()
+
+
+def set_config_provider(provider: ConfigProvider | None) -> ConfigProvider | None:
+    """Install `provider` for every Autotuned launch (None removes it); returns the previous one."""
+    global _provider
+    previous, _provider = _provider, provider
+    return previous
+
+
+def get_config_provider() -> ConfigProvider | None:
+    return _provider
+
+
+@contextlib.contextmanager
+def forced_config(autotuned: "Autotuned", config: Config) -> Iterator[None]:
+    """Launch `autotuned` with `config` in this block (this thread), whatever the provider says.
+
+    The tuner uses this to time one candidate through the kernel's public op, which
+    computes the grid itself.
+    """
+    forced: dict[int, Config] = _local.__dict__.setdefault("forced", {})
+    previous = forced.get(id(autotuned))
+    forced[id(autotuned)] = config
+    try:
+        yield
+    finally:
+        if previous is None:
+            del forced[id(autotuned)]
+        else:
+            forced[id(autotuned)] = previous
+
+
+@contextlib.contextmanager
+def capture_launches() -> Iterator[list["Launch"]]:
+    """Record every Autotuned launch made in this block (launches still run).
+
+    This is how tools find the kernel launches behind a public op: call the op with
+    example arguments inside `capture_launches()` and tune each recorded `Launch`.
+    """
+    stack: list[list[Launch]] = _local.__dict__.setdefault("captures", [])
+    launches: list[Launch] = []
+    stack.append(launches)
+    try:
+        yield launches
+    finally:
+        stack.remove(launches)
+
+
+class Launch(Mapping[str, Any]):
+    """One launch of an Autotuned kernel: its named arguments (a read-only mapping), grid
+    and caller's extra keywords, re-runnable with any config via `run(config)`."""
+
+    def __init__(self, autotuned: "Autotuned", named: dict[str, Any], grid: Any, extra: dict[str, Any]):
+        self.autotuned = autotuned
+        self.grid = grid
+        self._named = named
+        self._extra = extra
+
+    def __getitem__(self, name: str) -> Any:
+        return self._named[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._named)
+
+    def __len__(self) -> int:
+        return len(self._named)
+
+    def replace(self, **named: Any) -> "Launch":
+        """The same launch with some arguments swapped (e.g. tensors for their clones)."""
+        return Launch(self.autotuned, {**self._named, **named}, self.grid, self._extra)
+
+    def run(self, config: Config) -> Any:
+        """Launch the kernel with `config`, bypassing the provider.
+
+        Arguments go positionally up to the first one not given (a tuned constexpr comes
+        from `config`), by name after it, so the launcher sees an ordinary call.
+        """
+        positional: list[Any] = []
+        by_name = dict(self._named)
+        for name in self.autotuned.arg_names:
+            if name not in by_name:
+                break
+            positional.append(by_name.pop(name))
+        return self.autotuned.fn.run(*positional, grid=self.grid, **by_name, **self._extra, **config.kwargs)
+
+    @property
+    def key(self) -> tuple:
+        return self.autotuned.key_of(self)
+
+    def device(self) -> torch.device | None:
+        """Device of the first tensor argument (what picks the backend), None if there is none."""
+        for value in self._named.values():
+            if isinstance(value, torch.Tensor):
+                return value.device
+        return None
+
+
+ConfigsSpec = Union[Sequence[Config], Callable[[Mapping[str, Any]], Sequence[Config]]]
+DefaultSpec = Union[Config, Callable[[Mapping[str, Any]], Config], None]
+
+
+class Autotuned:
+    """A `@kf.jit` kernel plus its tuning space; launches like the JITFunction it wraps.
+
+    `kernel[grid](*args, **kwargs)` and `kernel.run(*args, grid=grid, **kwargs)` add the
+    chosen config's values as keyword arguments (constexprs) of the underlying launch.
+    """
+
+    def __init__(
+        self,
+        fn: Any,
+        configs: ConfigsSpec,
+        key: Sequence[str],
+        bucket: Mapping[str, Bucket] | None = None,
+        default: DefaultSpec = None,
+        outputs: Sequence[str] | None = None,
+        restore_value: Sequence[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.arg_names: tuple[str, ...] = _arg_names(fn)
+        self.key_names: tuple[str, ...] = tuple(key)
+        self.bucket: dict[str, Bucket] = dict(bucket or {})
+        self.outputs: tuple[str, ...] | None = None if outputs is None else tuple(outputs)
+        self.restore_value: tuple[str, ...] = tuple(restore_value)
+        self.name: str = name or getattr(fn, "__name__", None) or _python_function(fn).__name__
+        self._configs = configs
+        self._default = default
+        for what, names in (("key", self.key_names), ("outputs", self.outputs or ()),
+                            ("restore_value", self.restore_value)):
+            unknown = [n for n in names if n not in self.arg_names]
+            if unknown:
+                raise ValueError(f"autotune({self.name}): {what} names unknown arguments {unknown}; "
+                                 f"the kernel's arguments are {list(self.arg_names)}")
+        stray = [n for n in self.bucket if n not in self.key_names]
+        if stray:
+            raise ValueError(f"autotune({self.name}): bucket names {stray} that are not in key")
+        for rule in self.bucket.values():
+            if isinstance(rule, str) and rule not in _BUCKETS:
+                raise ValueError(f"autotune({self.name}): unknown bucket {rule!r}; use {sorted(_BUCKETS)} "
+                                 "or a callable")
+        if not callable(configs) and not list(configs):
+            raise ValueError(f"autotune({self.name}): configs is empty")
+
+    def __repr__(self) -> str:
+        return f"<Autotuned {self.name} key={list(self.key_names)}>"
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        """Names of the key tuple's entries: the declared key, then the tensor dtypes."""
+        return (*self.key_names, "dtypes")
+
+    def key_of(self, named: Mapping[str, Any]) -> tuple:
+        """The tuning key: bucketed key arguments (tensors give their shape), then the
+        distinct dtypes of the tensor arguments, since the best config differs per dtype."""
+        values: list[Any] = []
+        for name in self.key_names:
+            value = named[name]
+            if isinstance(value, torch.Tensor):
+                value = list(value.shape)
+            elif name in self.bucket:
+                value = bucket_value(value, self.bucket[name])
+            elif isinstance(value, torch.dtype):
+                value = str(value).removeprefix("torch.")
+            values.append(value)
+        dtypes: list[str] = []
+        for value in named.values():
+            if isinstance(value, torch.Tensor):
+                d = str(value.dtype).removeprefix("torch.")
+                if d not in dtypes:
+                    dtypes.append(d)
+        values.append("+".join(dtypes))
+        return tuple(tuple(v) if isinstance(v, list) else v for v in values)
+
+    def configs(self, named: Mapping[str, Any]) -> list[Config]:
+        """The candidate configs for these arguments (a generator sees the arguments)."""
+        configs = list(self._configs(named) if callable(self._configs) else self._configs)
+        if not configs:
+            raise ValueError(f"autotune({self.name}): the config generator returned no configs")
+        return configs
+
+    def default_config(self, named: Mapping[str, Any]) -> Config:
+        """The documented heuristic: `default(args)` (or the Config given), else the first config."""
+        if isinstance(self._default, Config):
+            return self._default
+        if self._default is not None:
+            return self._default(named)
+        return self.configs(named)[0]
+
+    @property
+    def source_hash(self) -> str:
+        """Identity of the kernel's code, so cached timings die with a source change.
+
+        Uses the JITFunction's own hash when it has one; otherwise hashes the source of the
+        kernel and of every jit function it calls.
+        """
+        own = getattr(self.fn, "source_hash", None)
+        if own is not None:
+            return own() if callable(own) else str(own)
+        return _fallback_source_hash(self.fn)
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split a call into named kernel arguments and extra launch keywords."""
+        if len(args) > len(self.arg_names):
+            raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
+        named = dict(zip(self.arg_names, args))
+        extra: dict[str, Any] = {}
+        for k, v in kwargs.items():
+            if k in named:
+                raise TypeError(f"{self.name}() got multiple values for argument {k!r}")
+            (named if k in self.arg_names else extra)[k] = v
+        return named, extra
+
+    def choose(self, launch: Launch) -> Config:
+        """The config this launch uses (see the module docstring for the order)."""
+        forced = _local.__dict__.get("forced", {}).get(id(self))
+        if forced is not None:
+            return forced
+        if _provider is not None:
+            config = _provider.get_config(self, launch.key, launch)
+            if config is not None:
+                return config
+        return self.default_config(launch)
+
+    def run(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
+        named, extra = self.bind(args, kwargs)
+        launch = Launch(self, named, grid, extra)
+        for captured in _local.__dict__.get("captures", ()):
+            captured.append(launch)
+        config = self.choose(launch)
+        clash = [k for k in config if k in named or k in extra]
+        if clash:
+            raise TypeError(f"{self.name}: {clash} are tuned by autotune and must not be passed at launch")
+        return launch.run(config)
+
+    def __getitem__(self, grid: Any) -> Callable[..., Any]:
+        return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
+
+
+def autotune(
+    configs: ConfigsSpec,
+    key: Sequence[str],
+    bucket: Mapping[str, Bucket] | None = None,
+    default: DefaultSpec = None,
+    outputs: Sequence[str] | None = None,
+    restore_value: Sequence[str] = (),
+) -> Callable[[Any], Autotuned]:
+    """Declare a kernel's tuning space; apply above `@kf.jit`.
+
+    configs: a list of Configs or `callable(named_args) -> list[Config]` (a generator from
+        the shapes). key: argument names whose values select the config; bucket: per key
+        name "pow2" (next power of two, for token counts), "exact" or `callable(int) -> int`.
+    default: the heuristic used when the key was never tuned, a Config or
+        `callable(named_args) -> Config`; without it, the first config.
+    outputs: arguments the kernel writes; the tuner checks each candidate's outputs
+        against the default config's (None: every tensor argument is compared).
+    restore_value: further arguments the kernel mutates; restored before every timed run.
+    """
+
+    def wrap(fn: Any) -> Autotuned:
+        return Autotuned(fn, configs, key, bucket, default, outputs, restore_value)
+
+    return wrap
+
+
+def _python_function(fn: Any) -> Callable[..., Any]:
+    """The plain Python function behind a JITFunction (or `fn` itself)."""
+    for attr in ("fn", "func", "__wrapped__"):
+        inner = getattr(fn, attr, None)
+        if inspect.isfunction(inner):
+            return inner
+    if inspect.isfunction(fn):
+        return fn
+    raise TypeError(f"kf.autotune must wrap a @kf.jit function, got {fn!r}")
+
+
+def _arg_names(fn: Any) -> tuple[str, ...]:
+    names = getattr(fn, "arg_names", None)
+    if names is not None:
+        return tuple(names)
+    return tuple(inspect.signature(_python_function(fn)).parameters)
+
+
+def _fallback_source_hash(fn: Any) -> str:
+    """sha256 over the source of `fn` and, transitively, the jit functions it names."""
+    digest = hashlib.sha256()
+    seen: set[int] = set()
+    pending = [fn]
+    while pending:
+        current = pending.pop()
+        py = _python_function(current)
+        if id(py) in seen:
+            continue
+        seen.add(id(py))
+        try:
+            digest.update(inspect.getsource(py).encode())
+        except OSError:  # defined where no source file exists (a REPL, exec): hash the bytecode
+            digest.update(marshal.dumps(py.__code__))
+        for name in sorted(py.__code__.co_names):
+            callee = py.__globals__.get(name)
+            if callee is not None and callee is not current and _is_jit(callee):
+                pending.append(callee)
+    return digest.hexdigest()
+
+
+def _is_jit(obj: Any) -> bool:
+    """A JITFunction is recognised by shape (it wraps a Python function and has `run`), so
+    this module does not import the launcher."""
+    return callable(getattr(obj, "run", None)) and inspect.isfunction(getattr(obj, "fn", None))
