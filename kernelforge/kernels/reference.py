@@ -13,14 +13,9 @@ from torch import Tensor
 
 
 def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
-    """out = x / sqrt(mean(x^2) + eps) * weight over the last dim, computed in float32.
-
-    Like vLLM, the normalised value is rounded to the activation dtype before the
-    multiplication by `weight`.
-    """
+    """out = x / sqrt(mean(x^2) + eps) * weight over the last dim, computed in float32."""
     xf = x.float()
-    normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
-    out.copy_(normed.to(x.dtype).float() * weight.float())
+    out.copy_(xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.float())
 
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> None:

@@ -141,6 +141,9 @@ def check_reshape_and_cache(
     if tuple(key.shape[1:]) != tuple(key_cache.shape[2:]):
         _fail(op, f"key heads {tuple(key.shape[1:])} do not match the cache's "
                   f"[num_kv_heads, head_size] {tuple(key_cache.shape[2:])}")
+    for name, t in (("key", key), ("value", value)):
+        if t.shape[1] > 1 and t.stride(1) != t.shape[2]:
+            _fail(op, f"{name}'s heads must be contiguous (head stride {t.stride(1)}, head size {t.shape[2]})")
     if slot_mapping.shape[0] != key.shape[0]:
         _fail(op, f"slot_mapping has {slot_mapping.shape[0]} entries but key has {key.shape[0]} tokens")
     num_slots = key_cache.shape[0] * key_cache.shape[1]

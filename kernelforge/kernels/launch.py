@@ -1,0 +1,30 @@
+"""Launch geometry shared by the LLM kernels.
+
+Every kernel walks its work items with a persistent loop,
+`for work in range(program_id(0), n_work, num_programs(0))`, so the grid size is a
+free choice made here and not in the kernels:
+
+- On an Ascend NPU each program beyond the number of vector cores costs an extra
+  start-up round, so the grid is one program per vector core.
+- Elsewhere the grid is one program per work item: a GPU schedules them itself, and
+  the CPU backend runs all programs of a grid at once as one batch, so the loop runs a
+  single iteration and every work item is one row of that batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernelforge.backends import num_cores, select_backend_name
+
+
+def grid_size(n_work: int, device: torch.device) -> int:
+    """How many programs to launch for `n_work` persistent work items on `device`."""
+    if device.type == "npu":
+        return max(1, min(n_work, num_cores("vector", device)))
+    return max(1, n_work)
+
+
+def on_cpu_backend(device: torch.device) -> bool:
+    """Whether launches on `device` go to the grid-vectorised CPU backend."""
+    return select_backend_name(device) == "cpu"

@@ -1,0 +1,291 @@
+"""Attention over the paged KV cache for a mixed prefill + decode batch (vLLM's unified attention).
+
+Work decomposition. The query tokens of each sequence are cut into blocks of BLOCK_Q
+tokens; a work item is (query block, KV head[, KV segment]). Its BLOCK_M rows are the
+BLOCK_Q tokens times the GROUP query heads that share the KV head (GQA/MQA), so K and V
+are loaded once per group. Query blocks are numbered across the batch as
+`cu_seqlens_q[s] // BLOCK_Q + s + j` (the +s leaves room for every sequence's partial
+last block), which lets the launcher bound their count by `T // BLOCK_Q + S` without
+reading lengths on the host; a program finds its sequence by binary search over
+`cu_seqlens_q` and skips indices past its sequence's last block. Sequences with no
+query tokens (empty decode slots) own no block and are never touched.
+
+The context is scanned in tiles of TILE key positions, each position's physical block
+looked up in the block table, with an fp32 online softmax (running max m, running sum
+l, unnormalised accumulator). Causal masking, the sliding window and the tile's tail
+are one `where` on the scores; rows that have seen no visible key yet keep m = -inf
+and contribute nothing.
+
+Split-KV decode. A decode batch with few sequences gives too few work items to fill
+the machine (or, on the CPU backend, too short a batch for each of many sequential
+tiles). Then each (sequence, KV head) is split into NUM_SEGMENTS contiguous ranges of
+tiles that run as separate work items and write their (m, l, acc) partials;
+`_merge_segments_kernel` rescales and sums them. See `num_kv_segments` for the rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+import kernelforge as kf
+import kernelforge.language as kl
+from kernelforge.autotuning import next_power_of_2
+from kernelforge.kernels import validation
+from kernelforge.kernels.launch import grid_size, on_cpu_backend
+
+# Live bytes one program may hold on an Ascend NPU (192 KB UB, halved by double buffering).
+UB_BUDGET = 96 * 1024
+MAX_SEGMENTS = 16
+
+
+def ub_bytes(block_m: int, tile: int, head_pad: int, itemsize: int) -> int:
+    """Estimated live bytes of one program: Q, K and V tiles in the cache dtype; scores,
+    probabilities and the accumulator in fp32; per-key offsets in int64."""
+    return ((block_m + 2 * tile) * head_pad * itemsize + 2 * block_m * tile * 4
+            + block_m * head_pad * 4 + 3 * tile * 8)
+
+
+def _geometry(args: dict, tile: int) -> kf.Config:
+    """BLOCK_M and TILE for one tile size. Triton's `dot` wants at least 16 rows; the CPU
+    backend pays for every padded row, so there a program holds just the query heads of
+    one group times the fewest query tokens (one token at decode)."""
+    group = args["GROUP"]
+    if on_cpu_backend(args["query_ptr"].device):
+        tokens = 1 if args["max_seqlen_q"] == 1 else 16
+        block_m = next_power_of_2(group * tokens)
+    else:
+        block_m = max(16, next_power_of_2(group))
+    return kf.Config(BLOCK_M=block_m, TILE=tile)
+
+
+def _fits(args: dict, config: kf.Config) -> bool:
+    if on_cpu_backend(args["query_ptr"].device):
+        return True
+    return ub_bytes(config["BLOCK_M"], config["TILE"], args["HEAD_PAD"], args["query_ptr"].element_size()) <= UB_BUDGET
+
+
+def _configs(args: dict) -> list[kf.Config]:
+    tiles = (16, 32, 64, 128, 256, 512) if on_cpu_backend(args["query_ptr"].device) else (16, 32, 64, 128)
+    return [c for c in (_geometry(args, t) for t in tiles) if _fits(args, c)]
+
+
+def _default(args: dict) -> kf.Config:
+    """The largest tile that fits: 64 on NPU/GPU (within the UB budget), and on the CPU
+    backend the whole context of a typical decode in a few tiles of up to 256 keys,
+    since there every tile is a round of batched torch ops."""
+    if on_cpu_backend(args["query_ptr"].device):
+        seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
+        return _geometry(args, min(256, max(16, next_power_of_2(seg_len))))
+    fitting = [c for c in _configs(args) if c["TILE"] <= 64]
+    return fitting[-1]
+
+
+@kf.autotune(configs=_configs, key=["num_tokens", "num_seqs", "max_seqlen_q", "max_seqlen_k", "num_kv_heads",
+                                    "GROUP", "HEAD_PAD", "BLOCK_SIZE", "NUM_SEGMENTS"],
+             bucket={"num_tokens": "pow2", "num_seqs": "pow2", "max_seqlen_q": "pow2", "max_seqlen_k": "pow2"},
+             default=_default, outputs=["out_ptr", "m_part_ptr", "l_part_ptr", "acc_part_ptr"])
+@kf.jit
+def _paged_attention_kernel(
+    out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
+    m_part_ptr, l_part_ptr, acc_part_ptr,
+    scale, num_tokens, num_seqs, num_kv_heads, search_steps, window, max_seqlen_q, max_seqlen_k,
+    query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
+    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+):
+    BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
+    offs_m = kl.arange(0, BLOCK_M)
+    offs_d = kl.arange(0, HEAD_PAD)
+    offs_t = kl.arange(0, TILE)
+    d_mask = offs_d < HEAD_SIZE
+    row_token = offs_m // GROUP
+    row_head = offs_m % GROUP
+    kv_row = num_kv_heads * HEAD_SIZE  # elements per cache slot
+    n_work = (num_tokens // BLOCK_Q + num_seqs) * num_kv_heads * NUM_SEGMENTS
+    for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
+        segment = work % NUM_SEGMENTS
+        kv_head = work // NUM_SEGMENTS % num_kv_heads
+        q_block = work // NUM_SEGMENTS // num_kv_heads
+        # The sequence owning q_block: the last s with cu_seqlens_q[s] // BLOCK_Q + s <= q_block.
+        lo = 0
+        hi = num_seqs
+        for _ in range(search_steps):
+            mid = (lo + hi) // 2
+            go_right = kl.load(cu_seqlens_q_ptr + mid) // BLOCK_Q + mid <= q_block
+            searching = lo < hi
+            lo = kl.where(searching & go_right, mid + 1, lo)
+            hi = kl.where(searching & (go_right == 0), mid, hi)
+        seq = lo - 1
+        q_start = kl.load(cu_seqlens_q_ptr + seq)
+        q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+        q_block_start = (q_block - q_start // BLOCK_Q - seq) * BLOCK_Q
+        if q_block_start < q_len:
+            context_len = kl.load(seqused_k_ptr + seq)
+            token = q_block_start + row_token
+            row_valid = (row_token < BLOCK_Q) & (token < q_len)
+            head = kv_head * GROUP + row_head
+            q_mask = row_valid[:, None] & d_mask[None, :]
+            q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
+                        + offs_d[None, :], mask=q_mask, other=0.0)
+            q_pos = context_len - q_len + token  # absolute position of each row's query token
+            # Keys this query block can see: up to its last token's position when causal,
+            # from its first token's window start when a sliding window is set.
+            kv_end = context_len
+            if CAUSAL:
+                kv_end = kl.minimum(context_len, context_len - q_len + q_block_start + BLOCK_Q)
+            kv_start = 0
+            if USE_WINDOW:
+                kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
+            tiles_per_segment = kl.cdiv(kl.cdiv(kv_end - kv_start, TILE), NUM_SEGMENTS)
+            seg_start = kv_start + segment * tiles_per_segment * TILE
+            seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
+
+            m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
+            l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
+            acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
+            for tile_start in range(seg_start, seg_end, TILE):
+                k_pos = tile_start + offs_t
+                k_valid = k_pos < seg_end
+                block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
+                                mask=k_valid, other=0).to(kl.int64)
+                slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
+                k = kl.load(key_cache_ptr + slot_off[None, :] + offs_d[:, None],
+                            mask=d_mask[:, None] & k_valid[None, :], other=0.0)
+                scores = kl.dot(q, k) * scale
+                visible = k_valid[None, :] & row_valid[:, None]
+                if CAUSAL:
+                    visible = visible & (k_pos[None, :] <= q_pos[:, None])
+                if USE_WINDOW:
+                    visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
+                scores = kl.where(visible, scores, float("-inf"))
+                m_new = kl.maximum(m_i, kl.max(scores, axis=1))
+                m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+                p = kl.exp(scores - m_safe[:, None])
+                alpha = kl.exp(m_i - m_safe)
+                l_i = l_i * alpha + kl.sum(p, axis=1)
+                v = kl.load(value_cache_ptr + slot_off[:, None] + offs_d[None, :],
+                            mask=k_valid[:, None] & d_mask[None, :], other=0.0)
+                acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
+                m_i = m_new
+
+            if NUM_SEGMENTS == 1:
+                out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
+                kl.store(out_ptr + (q_start + token)[:, None] * out_stride_t + head[:, None] * out_stride_h
+                         + offs_d[None, :], out, mask=q_mask)
+            else:
+                part = ((q_start + token) * (num_kv_heads * GROUP) + head) * NUM_SEGMENTS + segment
+                kl.store(m_part_ptr + part, m_i, mask=row_valid)
+                kl.store(l_part_ptr + part, l_i, mask=row_valid)
+                kl.store(acc_part_ptr + part[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_valid[:, None])
+
+
+@kf.jit
+def _merge_segments_kernel(
+    out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr,
+    num_rows, num_seqs, num_heads, out_stride_t, out_stride_h,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+):
+    """out[t, h] = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the segments s of row (t, h)."""
+    segs = kl.arange(0, NUM_SEGMENTS)
+    offs_d = kl.arange(0, HEAD_PAD)
+    num_query_tokens = kl.load(cu_seqlens_q_ptr + num_seqs)
+    for row in range(kl.program_id(0), num_rows, kl.num_programs(0)):
+        token = row // num_heads
+        if token < num_query_tokens:
+            m = kl.load(m_part_ptr + row * NUM_SEGMENTS + segs)
+            l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
+            acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
+            m_max = kl.max(m, axis=0)
+            weight = kl.exp(m - kl.where(m_max == float("-inf"), 0.0, m_max))
+            total = kl.sum(weight * l, axis=0)
+            out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
+            kl.store(out_ptr + token * out_stride_t + row % num_heads * out_stride_h + offs_d, out,
+                     mask=offs_d < HEAD_SIZE)
+
+
+def num_kv_segments(num_seqs: int, num_kv_heads: int, max_seqlen_q: int, max_seqlen_k: int,
+                    device: torch.device) -> int:
+    """How many KV segments each (sequence, KV head) of a batch is split into (1: no split).
+
+    Split only pure decode batches (max_seqlen_q == 1: a prefill block already has
+    BLOCK_Q rows of work per tile) whose (sequence, KV head) items number fewer than the
+    machine wants in flight: the vector cores on an NPU, the SMs on a GPU, and on the CPU
+    backend a batch of 256 programs, below which each sequential tile round is dominated
+    by per-op overhead. Segments double until there are enough items, a segment would
+    be shorter than 256 keys, or MAX_SEGMENTS is reached.
+    """
+    if max_seqlen_q != 1:
+        return 1
+    wanted = 256 if on_cpu_backend(device) else kf.num_cores("vector", device)
+    items = num_seqs * num_kv_heads
+    segments = 1
+    while (segments < MAX_SEGMENTS and items * segments < wanted
+           and max_seqlen_k >= 2 * segments * 256):
+        segments *= 2
+    return segments
+
+
+def paged_attention(
+    out: Tensor,
+    query: Tensor,
+    key_cache: Tensor,
+    value_cache: Tensor,
+    block_table: Tensor,
+    cu_seqlens_q: Tensor,
+    seqused_k: Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    causal: bool = True,
+    sliding_window: int | None = None,
+) -> None:
+    """Attention of a mixed prefill + decode batch over the paged KV cache (see the module doc).
+
+    Query token j of sequence s sits at position seqused_k[s] - q_len_s + j and, when
+    causal, sees keys at positions <= its own (and > its own - sliding_window).
+    """
+    validation.check_paged_attention(
+        "paged_attention", out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
+        max_seqlen_q, max_seqlen_k, softmax_scale, causal, sliding_window)
+    num_tokens, num_heads, head_size = query.shape
+    num_kv_heads = key_cache.shape[2]
+    num_seqs = seqused_k.shape[0]
+    if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
+        return
+    head_pad = next_power_of_2(head_size)
+    segments = num_kv_segments(num_seqs, num_kv_heads, max_seqlen_q, max_seqlen_k, query.device)
+    if segments > 1:
+        rows = num_tokens * num_heads
+        m_part = torch.empty(rows * segments, dtype=torch.float32, device=query.device)
+        l_part = torch.empty_like(m_part)
+        acc_part = torch.empty(rows * segments * head_pad, dtype=torch.float32, device=query.device)
+    else:
+        m_part = l_part = acc_part = out
+
+    group = num_heads // num_kv_heads
+
+    def grid(meta: dict) -> tuple[int]:
+        block_q = meta["BLOCK_M"] // group
+        return (grid_size((num_tokens // block_q + num_seqs) * num_kv_heads * segments, query.device),)
+
+    _paged_attention_kernel[grid](
+        out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k, m_part, l_part, acc_part,
+        float(softmax_scale), num_tokens, num_seqs, num_kv_heads, (num_seqs + 1).bit_length(),
+        sliding_window or 0, max_seqlen_q, max_seqlen_k,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
+        HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
+        CAUSAL=bool(causal), USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+    )
+    if segments > 1:
+        rows = num_tokens * num_heads
+        _merge_segments_kernel[(grid_size(rows, query.device),)](
+            out, m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads, out.stride(0), out.stride(1),
+            HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments,
+        )
+
+
+__all__ = ["paged_attention", "num_kv_segments"]

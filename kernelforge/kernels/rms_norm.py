@@ -1,0 +1,97 @@
+"""RMSNorm and the fused residual-add + RMSNorm, one DSL kernel for both.
+
+Each work item is one row. The row is walked in chunks of BLOCK columns twice: the first
+pass accumulates the sum of squares (and, fused, writes residual += x), the second reads
+the row again and writes the normalised, weighted result. Two passes keep the live
+block at BLOCK elements whatever the hidden size, which bounds the NPU's on-chip
+buffer; when BLOCK covers the row each pass is a single iteration.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+import kernelforge as kf
+import kernelforge.language as kl
+from kernelforge.autotuning import next_power_of_2, pow2_between
+from kernelforge.kernels import validation
+from kernelforge.kernels.launch import grid_size
+
+# Live fp32 blocks per program: x, residual, weight, the sum-of-squares accumulator and the
+# result; 4096 columns keep them at 80 KB, inside the NPU's 96 KB budget.
+MAX_BLOCK = 4096
+
+
+def _configs(args: dict) -> list[kf.Config]:
+    return [kf.Config(BLOCK=b) for b in pow2_between(256, min(MAX_BLOCK, next_power_of_2(args["hidden"])))]
+
+
+def _default(args: dict) -> kf.Config:
+    """One chunk per row when it fits the budget: fewest loop iterations on every backend."""
+    return kf.Config(BLOCK=min(MAX_BLOCK, next_power_of_2(args["hidden"])))
+
+
+@kf.autotune(configs=_configs, key=["hidden", "n_rows"], bucket={"n_rows": "pow2"},
+             default=_default, outputs=["out_ptr", "residual_ptr"])
+@kf.jit
+def _rms_norm_kernel(
+    out_ptr, x_ptr, residual_ptr, weight_ptr,
+    n_rows, hidden, out_stride, x_stride, residual_stride, eps,
+    FUSED_ADD: kl.constexpr, BLOCK: kl.constexpr,
+):
+    for row in range(kl.program_id(0), n_rows, kl.num_programs(0)):
+        sum_sq = kl.zeros([BLOCK], dtype=kl.float32)
+        for start in range(0, hidden, BLOCK):
+            cols = start + kl.arange(0, BLOCK)
+            mask = cols < hidden
+            x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
+            if FUSED_ADD:
+                x = x + kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
+                kl.store(residual_ptr + row * residual_stride + cols, x, mask=mask)
+            sum_sq = sum_sq + x * x
+        rstd = kl.rsqrt(kl.sum(sum_sq, axis=0) / hidden + eps)
+        for start in range(0, hidden, BLOCK):
+            cols = start + kl.arange(0, BLOCK)
+            mask = cols < hidden
+            # Fused, the normalised input is the residual as stored (rounded to its dtype).
+            if FUSED_ADD:
+                x = kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
+            else:
+                x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
+            w = kl.load(weight_ptr + cols, mask=mask, other=0.0).to(kl.float32)
+            kl.store(out_ptr + row * out_stride + cols, x * rstd * w, mask=mask)
+
+
+def _rows(name: str, t: Tensor) -> Tensor:
+    """`t` as a [rows, hidden] view (a copy would lose the in-place write)."""
+    try:
+        return t.view(-1, t.shape[-1])
+    except RuntimeError:
+        raise ValueError(f"{name} must be viewable as [rows, hidden]; got strides {t.stride()}") from None
+
+
+def _launch(out: Tensor, x: Tensor, residual: Tensor, weight: Tensor, eps: float, fused_add: bool) -> None:
+    n_rows, hidden = x.shape
+    if n_rows == 0:
+        return
+    grid = (grid_size(n_rows, x.device),)
+    _rms_norm_kernel[grid](out, x, residual, weight, n_rows, hidden, out.stride(0), x.stride(0),
+                           residual.stride(0), float(eps), FUSED_ADD=fused_add)
+
+
+def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
+    """out = x / sqrt(mean(x^2) + eps) * weight over the last dim (math in float32)."""
+    validation.check_rms_norm("rms_norm", out, x, weight, eps)
+    x2 = x.reshape(-1, x.shape[-1])
+    _launch(_rows("out", out), x2, x2, weight, eps, fused_add=False)
+
+
+def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> None:
+    """In place: residual += x; x = rms_norm(residual) * weight."""
+    validation.check_rms_norm("fused_add_rms_norm", residual, x, weight, eps)
+    validation.check_same("fused_add_rms_norm", ("x", "residual"), x, residual, "dtype")
+    x2 = _rows("x", x)
+    _launch(x2, x2, _rows("residual", residual), weight, eps, fused_add=True)
+
+
+__all__ = ["rms_norm", "fused_add_rms_norm"]

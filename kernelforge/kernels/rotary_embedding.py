@@ -1,0 +1,110 @@
+"""Rotary position embedding (RoPE), in place on query and key, vLLM's `rotary_embedding`.
+
+Each work item is one token. Its cos/sin row is loaded once and applied to every query
+head and then every key head, BLOCK_H heads at a time as a [BLOCK_H, ROT_HALF] block of
+rotation pairs. Only the first rot_dim features of a head rotate (partial rotary); the
+rest are neither read nor written.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+import kernelforge as kf
+import kernelforge.language as kl
+from kernelforge.autotuning import next_power_of_2
+from kernelforge.kernels import validation
+from kernelforge.kernels.launch import grid_size
+
+# A head block holds x1, x2, the two results and their offsets: 6 fp32/int32 tiles of
+# BLOCK_H * ROT_HALF_PAD elements, so 4096 elements keep a program inside 96 KB.
+MAX_BLOCK_ELEMS = 4096
+
+
+def _default(args: dict) -> kf.Config:
+    """All heads of a token in one block when that fits the budget."""
+    heads = next_power_of_2(max(args["num_q_heads"], args["num_k_heads"]))
+    return kf.Config(BLOCK_H=min(heads, max(1, MAX_BLOCK_ELEMS // args["ROT_HALF_PAD"])))
+
+
+def _configs(args: dict) -> list[kf.Config]:
+    top = _default(args)["BLOCK_H"]
+    return [kf.Config(BLOCK_H=1 << e) for e in range(top.bit_length())]
+
+
+@kf.jit
+def _rotate_heads(base_ptr, num_heads, first, second, pair_mask, cos, sin,
+                  HEAD_SIZE: kl.constexpr, BLOCK_H: kl.constexpr):
+    """Rotate pairs (first[i], second[i]) of every head at base_ptr (heads HEAD_SIZE apart)."""
+    for h0 in range(0, num_heads, BLOCK_H):
+        heads = h0 + kl.arange(0, BLOCK_H)
+        mask = (heads < num_heads)[:, None] & pair_mask[None, :]
+        ptr1 = base_ptr + heads[:, None] * HEAD_SIZE + first[None, :]
+        ptr2 = base_ptr + heads[:, None] * HEAD_SIZE + second[None, :]
+        x1 = kl.load(ptr1, mask=mask, other=0.0).to(kl.float32)
+        x2 = kl.load(ptr2, mask=mask, other=0.0).to(kl.float32)
+        kl.store(ptr1, x1 * cos[None, :] - x2 * sin[None, :], mask=mask)
+        kl.store(ptr2, x2 * cos[None, :] + x1 * sin[None, :], mask=mask)
+
+
+@kf.autotune(configs=_configs, key=["num_q_heads", "num_k_heads", "ROT_HALF_PAD", "num_tokens"],
+             bucket={"num_tokens": "pow2"}, default=_default, outputs=["query_ptr", "key_ptr"])
+@kf.jit
+def _rotary_kernel(
+    positions_ptr, query_ptr, key_ptr, cos_sin_ptr,
+    num_tokens, num_q_heads, num_k_heads, query_stride, key_stride, cos_sin_stride, rot_half,
+    HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
+    HAS_KEY: kl.constexpr, BLOCK_H: kl.constexpr,
+):
+    i = kl.arange(0, ROT_HALF_PAD)
+    pair_mask = i < rot_half
+    # neox rotates feature i with i + rot_dim/2; gpt-j rotates 2i with 2i + 1.
+    if IS_NEOX:
+        first = i
+        second = i + rot_half
+    else:
+        first = 2 * i
+        second = 2 * i + 1
+    for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
+        row = cos_sin_ptr + kl.load(positions_ptr + token) * cos_sin_stride
+        cos = kl.load(row + i, mask=pair_mask, other=0.0).to(kl.float32)
+        sin = kl.load(row + rot_half + i, mask=pair_mask, other=0.0).to(kl.float32)
+        _rotate_heads(query_ptr + token * query_stride, num_q_heads, first, second, pair_mask,
+                      cos, sin, HEAD_SIZE, BLOCK_H)
+        if HAS_KEY:
+            _rotate_heads(key_ptr + token * key_stride, num_k_heads, first, second, pair_mask,
+                          cos, sin, HEAD_SIZE, BLOCK_H)
+
+
+def rotary_embedding(
+    positions: Tensor,
+    query: Tensor,
+    key: Tensor | None,
+    head_size: int,
+    cos_sin_cache: Tensor,
+    is_neox: bool,
+) -> None:
+    """Rotary position embedding, in place on query and (when given) key.
+
+    query [T, num_heads * head_size] or [T, num_heads, head_size], key likewise with the
+    KV heads; cos_sin_cache [max_position, rot_dim] holds cat(cos, sin) per position.
+    """
+    validation.check_rotary_embedding("rotary_embedding", positions, query, key, head_size,
+                                      cos_sin_cache, is_neox)
+    num_tokens = query.shape[0]
+    if num_tokens == 0:
+        return
+    rot_half = cos_sin_cache.shape[1] // 2
+    num_q_heads = query[0].numel() // head_size
+    num_k_heads = 0 if key is None else key[0].numel() // head_size
+    grid = (grid_size(num_tokens, query.device),)
+    _rotary_kernel[grid](
+        positions.reshape(-1), query, query if key is None else key, cos_sin_cache,
+        num_tokens, num_q_heads, num_k_heads, query.stride(0),
+        query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0), rot_half,
+        HEAD_SIZE=head_size, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
+        HAS_KEY=key is not None,
+    )
+
+
+__all__ = ["rotary_embedding"]
