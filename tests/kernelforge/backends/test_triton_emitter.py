@@ -20,6 +20,7 @@ pytestmark = pytest.mark.interpret
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
 
 
 def run(kernel: ir.Kernel, grid: tuple[int, ...], *args: object) -> str:
@@ -164,11 +165,13 @@ def test_dot_reductions_and_casts():
              kb.op("add", prod, kb.op("cast", scaled, type=t(D.float32, 16, 16))))
     best = kb.op("argmax", prod, type=t(D.int32, 16), axis=1, keep_dims=False)
     kb.store(kb.op("addptr", kb.op("full", am, type=t(D.int32, 16, ptr=True)), r), best)
+    torch.manual_seed(0)
     av_t, bv_t = torch.randn(16, 16).half(), torch.randn(16, 16).half()
     out, arg = torch.empty(16, 16), torch.empty(16, dtype=torch.int32)
     run(kb.build(), (1,), av_t, bv_t, out, arg)
     prod_ref = av_t.float() @ bv_t.float().T + 1.0
-    torch.testing.assert_close(out, prod_ref + av_t.float().exp().half().float(), rtol=1e-3, atol=1e-3)
+    # exp may differ by one fp32 ulp between numpy and torch, so by one fp16 ulp after rounding.
+    torch.testing.assert_close(out, prod_ref + av_t.float().exp().half().float(), rtol=2e-3, atol=2e-3)
     assert torch.equal(arg, prod_ref.argmax(1).int())
 
 
