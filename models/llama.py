@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernelforge.kernels.reference import (
+from kernelforge.kernels import (
     fused_add_rms_norm,
     paged_attention,
     reshape_and_cache,
