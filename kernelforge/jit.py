@@ -1,0 +1,304 @@
+"""`@kf.jit`: the launcher that specialises, compiles, caches and runs a kernel.
+
+    kernel[grid](*args, **constexprs)          # grid: tuple, or callable(meta) -> tuple
+    kernel.run(*args, grid=grid, **constexprs)
+    kernel.source("cpu", BLOCK=128, signature={"x_ptr": "*fp16"})
+    kernel.specialize(args, constexprs) -> ir.Kernel
+
+A launch binds the arguments to the Python signature, types each runtime argument
+(tensor -> pointer to its dtype; int -> int32, or int64 when it does not fit;
+float -> fp32; bool -> int1), picks the backend from the tensors' device (see
+`kernelforge.backends`), and looks the specialisation up in memory, then in the disk
+cache (`kernelforge.cache`), before running the frontend and the backend's codegen.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import torch
+
+from kernelforge import cache, ir
+from kernelforge.backends import get_backend, select_backend_name
+from kernelforge.frontend import JIT_ATTR, FunctionSource, compile_kernel
+from kernelforge.language.core import constexpr
+
+# Launch options Triton users pass (and `kf.Config`s may carry); the current backends
+# choose their own launch parameters, so they are validated and otherwise not used.
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+_SHORT_TYPES = {
+    "fp16": ir.DType.float16, "bf16": ir.DType.bfloat16, "fp32": ir.DType.float32,
+    "fp64": ir.DType.float64, "i1": ir.DType.int1, "i8": ir.DType.int8, "i16": ir.DType.int16,
+    "i32": ir.DType.int32, "i64": ir.DType.int64, "u8": ir.DType.uint8,
+}
+
+
+def parse_type(text: str) -> ir.BlockType:
+    """A Triton-style signature type: '*fp16' (pointer), 'i32', 'fp32', ... ('*float16' works too)."""
+    is_pointer = text.startswith("*")
+    name = text[1:] if is_pointer else text
+    dtype = _SHORT_TYPES.get(name) or next((d for d in ir.DType if d.dsl_name == name), None)
+    if dtype is None:
+        raise ValueError(f"unknown type {text!r}; use e.g. '*fp32', '*bf16', 'i32', 'i64', 'fp32'")
+    return ir.BlockType(dtype, (), is_pointer)
+
+
+def scalar_type(value: Any) -> ir.BlockType:
+    """Type of a Python scalar argument (Triton's choice: int32 unless it needs int64)."""
+    if isinstance(value, bool):
+        return ir.BlockType(ir.DType.int1)
+    if isinstance(value, int):
+        if -2**31 <= value < 2**31:
+            return ir.BlockType(ir.DType.int32)
+        if -2**63 <= value < 2**63:
+            return ir.BlockType(ir.DType.int64)
+        raise ValueError(f"integer {value} does not fit in int64")
+    if isinstance(value, float):
+        return ir.BlockType(ir.DType.float32)
+    raise TypeError(f"unsupported argument type {type(value).__name__}")
+
+
+def _is_constexpr_annotation(annotation: Any) -> bool:
+    if annotation is constexpr:
+        return True
+    return isinstance(annotation, str) and annotation.split(".")[-1] == "constexpr"
+
+
+class JITFunction:
+    """A kernel written in the DSL. Launch it with `kernel[grid](...)`."""
+
+    def __init__(self, fn: Callable) -> None:
+        if not inspect.isfunction(fn):
+            raise TypeError(f"@kf.jit decorates a function, got {fn!r}")
+        self.fn = fn
+        setattr(self, JIT_ATTR, fn)
+        functools.update_wrapper(self, fn)
+        params = inspect.signature(fn).parameters
+        self.arg_names: tuple[str, ...] = tuple(params)
+        self.constexpr_names: frozenset[str] = frozenset(
+            n for n, p in params.items() if _is_constexpr_annotation(p.annotation))
+        self.runtime_names: tuple[str, ...] = tuple(n for n in params if n not in self.constexpr_names)
+        self._defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+        self._launchers: dict[tuple, Callable] = {}
+        self._source_hash: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<kf.jit {self.fn.__module__}.{self.fn.__qualname__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{self.__name__} is a kernel: launch it with {self.__name__}[grid](...), "
+                           "or call it from another @kf.jit function")
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def source_hash(self) -> str:
+        """sha256 over this function's source and that of every jit function it calls."""
+        if self._source_hash is None:
+            digest = hashlib.sha256()
+            for fn in _jit_closure(self.fn):
+                digest.update(FunctionSource.of(fn).text.encode())
+            self._source_hash = digest.hexdigest()
+        return self._source_hash
+
+    # ------------------------------------------------------------------ binding
+
+    def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        name = self.__name__
+        if len(args) > len(self.arg_names):
+            raise TypeError(f"kernel {name}() takes {len(self.arg_names)} arguments "
+                            f"({', '.join(self.arg_names)}), got {len(args)}")
+        named = dict(zip(self.arg_names, args))
+        for key, value in kwargs.items():
+            if key not in self.arg_names:
+                raise TypeError(f"kernel {name}() got an unexpected keyword argument {key!r}")
+            if key in named:
+                raise TypeError(f"kernel {name}() got multiple values for argument {key!r}")
+            named[key] = value
+        for key, value in self._defaults.items():
+            named.setdefault(key, value)
+        missing = [n for n in self.arg_names if n not in named]
+        if missing:
+            kinds = ["constexpr" if n in self.constexpr_names else "argument" for n in missing]
+            listed = ", ".join(f"{k} {n!r}" for k, n in zip(kinds, missing))
+            raise TypeError(f"kernel {name}() is missing {listed}")
+        return {n: named[n] for n in self.arg_names}
+
+    def _constexprs(self, named: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for n in self.arg_names:
+            if n in self.constexpr_names:
+                value = named[n]
+                if isinstance(value, torch.Tensor):
+                    raise TypeError(f"kernel {self.__name__}(): constexpr {n!r} got a tensor")
+                out[n] = ir.DType.from_torch(value) if isinstance(value, torch.dtype) else value
+        return out
+
+    def _param_types(self, named: Mapping[str, Any]) -> tuple[dict[str, ir.BlockType], torch.device | None]:
+        """Types of the runtime arguments and the device they live on."""
+        types: dict[str, ir.BlockType] = {}
+        device: torch.device | None = None
+        device_arg = None
+        for n in self.runtime_names:
+            value = named[n]
+            if isinstance(value, ir.BlockType):
+                types[n] = value
+            elif isinstance(value, str):
+                types[n] = parse_type(value)
+            elif isinstance(value, torch.Tensor):
+                try:
+                    dtype = ir.DType.from_torch(value.dtype)
+                except TypeError:
+                    raise TypeError(f"kernel {self.__name__}(): argument {n!r} has unsupported dtype "
+                                    f"{value.dtype}") from None
+                if not value.is_contiguous():
+                    raise ValueError(f"kernel {self.__name__}(): argument {n!r} is not contiguous "
+                                     f"(shape {tuple(value.shape)}, strides {value.stride()}); kernels get raw "
+                                     "pointers, so pass x.contiguous() or pass the strides as arguments")
+                if device is None:
+                    device, device_arg = value.device, n
+                elif value.device != device:
+                    raise ValueError(f"kernel {self.__name__}(): argument {n!r} is on {value.device} but "
+                                     f"{device_arg!r} is on {device}; all tensors must share a device")
+                types[n] = ir.BlockType(dtype, (), True)
+            else:
+                try:
+                    types[n] = scalar_type(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"kernel {self.__name__}(): argument {n!r}: {exc}") from None
+        return types, device
+
+    # ------------------------------------------------------------------ public API
+
+    def specialize(self, args: Sequence[Any] | Mapping[str, Any], constexprs: Mapping[str, Any]) -> ir.Kernel:
+        """The IR for runtime `args` (in parameter order, or by name; tensors, scalars or
+        type strings such as '*fp32') and `constexprs`."""
+        if isinstance(args, Mapping):
+            named = dict(args)
+        else:
+            if len(args) != len(self.runtime_names):
+                raise TypeError(f"kernel {self.__name__}: specialize() needs {len(self.runtime_names)} "
+                                f"runtime arguments ({', '.join(self.runtime_names)}), got {len(args)}")
+            named = dict(zip(self.runtime_names, args))
+        named = self._bind((), {**named, **constexprs})
+        types, _ = self._param_types(named)
+        return compile_kernel(self.fn, types, self._constexprs(named))
+
+    def source(self, backend: str = "cpu", signature: Mapping[str, str] | None = None, **kwargs: Any) -> str:
+        """Generated code for `backend` ('cpu', 'triton', 'interpret', or 'ir' for the IR listing).
+
+        `kwargs` give the constexprs and, optionally, example runtime arguments. A runtime
+        parameter that has neither an example nor an entry in `signature` (Triton-style
+        types: '*fp16', 'i32', ...) is typed by its name: '*fp32' when it ends in 'ptr',
+        else 'i32'.
+        """
+        given = dict(signature or {})
+        unknown = [n for n in given if n not in self.runtime_names]
+        if unknown:
+            raise TypeError(f"kernel {self.__name__}: signature names unknown runtime parameters {unknown}")
+        for n in self.runtime_names:
+            if n not in kwargs and n not in self._defaults:
+                kwargs[n] = given.get(n, "*fp32" if n.endswith("ptr") else "i32")
+        named = self._bind((), kwargs)
+        types, _ = self._param_types(named)
+        kernel = compile_kernel(self.fn, types, self._constexprs(named))
+        if backend == "ir":
+            return ir.format_kernel(kernel)
+        return get_backend(backend).generate(kernel)
+
+    def __getitem__(self, grid: Any) -> Callable[..., None]:
+        return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
+
+    def run(self, *args: Any, grid: Any, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs}
+        for k, v in options.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"kernel {self.__name__}(): {k} must be a positive int, got {v!r}")
+        named = self._bind(args, kwargs)
+        constexprs = self._constexprs(named)
+        types, device = self._param_types(named)
+        backend_name = select_backend_name(device)
+        type_key = tuple(str(types[n]) for n in self.runtime_names)
+        const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
+        memo_key = (backend_name, str(device), const_key, type_key)
+        launch = self._launchers.get(memo_key)
+        if launch is None:
+            launch = self._compile(backend_name, types, constexprs, const_key, type_key)
+            self._launchers[memo_key] = launch
+        grid3 = _grid3(grid, named, self.__name__)
+        if 0 in grid3:
+            return
+        launch(grid3, [named[n] for n in self.runtime_names])
+
+    def _compile(self, backend_name: str, types: dict[str, ir.BlockType], constexprs: dict[str, Any],
+                 const_key: tuple, type_key: tuple) -> Callable:
+        backend = get_backend(backend_name)
+        key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key, type_key)
+        source = cache.get(backend_name, key)
+        if source is None:
+            source = backend.generate(compile_kernel(self.fn, types, constexprs))
+            cache.put(backend_name, key, source)
+        return backend.load(source, f"{self.__name__}_{key}")
+
+
+def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, int]:
+    if callable(grid):
+        grid = grid(dict(named))
+    if isinstance(grid, (int, torch.SymInt)) and not isinstance(grid, bool):
+        grid = (grid,)
+    if not isinstance(grid, (tuple, list)) or not 1 <= len(grid) <= 3:
+        raise ValueError(f"kernel {name}: grid must be a tuple of 1 to 3 ints, got {grid!r}")
+    dims = []
+    for g in grid:
+        try:
+            dim = int(g)
+        except (TypeError, ValueError):
+            raise ValueError(f"kernel {name}: grid entries must be ints, got {grid!r}") from None
+        if dim < 0:
+            raise ValueError(f"kernel {name}: grid entries must be >= 0, got {grid!r}")
+        dims.append(dim)
+    return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
+
+
+def _jit_closure(fn: Callable) -> list[Callable]:
+    """`fn` and, transitively, every jit function its source names (globals and closures)."""
+    order: list[Callable] = []
+    pending = [fn]
+    while pending:
+        current = pending.pop()
+        if any(current is seen for seen in order):
+            continue
+        order.append(current)
+        names = {n.id for n in ast.walk(FunctionSource.of(current).tree) if isinstance(n, ast.Name)}
+        free = dict(zip(current.__code__.co_freevars, current.__closure__ or ()))
+        for n in sorted(names):
+            if n in free:
+                try:
+                    obj = free[n].cell_contents
+                except ValueError:
+                    continue
+            else:
+                obj = current.__globals__.get(n)
+            callee = getattr(obj, JIT_ATTR, None) if obj is not None else None
+            if callee is not None:
+                pending.append(callee)
+        for node in ast.walk(FunctionSource.of(current).tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                base = current.__globals__.get(node.value.id)
+                callee = getattr(getattr(base, node.attr, None), JIT_ATTR, None) if base is not None else None
+                if callee is not None:
+                    pending.append(callee)
+    return order
+
+
+def jit(fn: Callable | None = None) -> Any:
+    """Marks `fn` as a kernel (or a helper inlined into kernels): `@kf.jit` or `@kf.jit()`."""
+    if fn is None:
+        return jit
+    return JITFunction(fn)
