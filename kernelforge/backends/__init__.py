@@ -108,6 +108,7 @@ def num_cores(kind: str = "vector", device: torch.device | str | None = None) ->
     if dev is not None and dev.type == "npu":
         from triton.runtime import driver
 
-        props = driver.active.utils.get_device_properties(dev.index or 0)
+        index = dev.index if dev.index is not None else torch.npu.current_device()
+        props = driver.active.utils.get_device_properties(index)
         return int(props["num_vectorcore" if kind == "vector" else "num_aicore"])
     return torch.get_num_threads()
