@@ -57,6 +57,9 @@ def import_source(source: str, key: str, *, interpret: bool) -> ModuleType:
     path = write_source(source, key + ("_interpret" if interpret else ""))
     if path in _modules:
         return _modules[path]
+    # Import Triton itself outside the interpret window: its library jit functions must be
+    # decorated under the process's own setting, or later lazy Triton imports reject them.
+    importlib.import_module("triton.language")
     name = path.stem
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
