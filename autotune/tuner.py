@@ -121,8 +121,8 @@ class _Runner:
 
 
 def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
+    """The exception as one line (a CompilationError's message follows its source excerpt)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
 
 
 class Tuner:

@@ -250,6 +250,7 @@ class Autotuned:
         self.bucket: dict[str, Bucket] = dict(bucket or {})
         self.outputs: tuple[str, ...] | None = None if outputs is None else tuple(outputs)
         self.restore_value: tuple[str, ...] = tuple(restore_value)
+        self.constexpr_names: tuple[str, ...] = _constexpr_names(fn, self.arg_names)
         self.name: str = name or getattr(fn, "__name__", None) or _python_function(fn).__name__
         self._configs = configs
         self._default = default
@@ -274,12 +275,13 @@ class Autotuned:
 
     @property
     def key_fields(self) -> tuple[str, ...]:
-        """Names of the key tuple's entries: the declared key, then the tensor dtypes."""
-        return (*self.key_names, "dtypes")
+        """Names of the key tuple's entries: the declared key, the tensor dtypes, the constexprs."""
+        return (*self.key_names, "dtypes", "constexprs")
 
     def key_of(self, named: Mapping[str, Any]) -> tuple:
         """The tuning key: bucketed key arguments (tensors give their shape), then the
-        distinct dtypes of the tensor arguments, since the best config differs per dtype."""
+        distinct dtypes of the tensor arguments and the constexprs given at launch (e.g.
+        `FUSED_ADD=True`): each specialisation is a different kernel with its own best config."""
         values: list[Any] = []
         for name in self.key_names:
             value = named[name]
@@ -297,6 +299,8 @@ class Autotuned:
                 if d not in dtypes:
                     dtypes.append(d)
         values.append("+".join(dtypes))
+        values.append(",".join(f"{n}={_constexpr_text(named[n])}" for n in self.constexpr_names
+                               if n in named and n not in self.key_names))
         return tuple(tuple(v) if isinstance(v, list) else v for v in values)
 
     def configs(self, named: Mapping[str, Any]) -> list[Config]:
@@ -406,6 +410,21 @@ def _arg_names(fn: Any) -> tuple[str, ...]:
     if names is not None:
         return tuple(names)
     return tuple(inspect.signature(_python_function(fn)).parameters)
+
+
+def _constexpr_names(fn: Any, arg_names: Sequence[str]) -> tuple[str, ...]:
+    """The `kl.constexpr` parameters, in order: the JITFunction's own list, else read from
+    the annotations (a string under `from __future__ import annotations`)."""
+    declared = getattr(fn, "constexpr_names", None)
+    if declared is None:
+        params = inspect.signature(_python_function(fn)).parameters
+        declared = {n for n, p in params.items()
+                    if getattr(p.annotation, "__name__", str(p.annotation)).split(".")[-1] == "constexpr"}
+    return tuple(n for n in arg_names if n in declared)
+
+
+def _constexpr_text(value: Any) -> str:
+    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else repr(value)
 
 
 def _fallback_source_hash(fn: Any) -> str:

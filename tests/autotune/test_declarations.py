@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+import kernelforge.language as kl
 from kernelforge import autotuning
 from kernelforge.autotuning import Config
 
@@ -39,10 +40,22 @@ def test_pow2_bucket_is_the_smallest_power_of_two_not_below(n):
 def test_key_buckets_token_counts_and_adds_dtypes(make_scale):
     _, at = make_scale()
     x = torch.zeros(4)
-    assert at.key_of({"out": x, "x": x, "n": 100}) == (128, "float32")
-    assert at.key_of({"out": x, "x": x, "n": 128}) == (128, "float32")
-    assert at.key_of({"out": x, "x": x.half(), "n": 129}) == (256, "float32+float16")
-    assert at.key_fields == ("n", "dtypes")
+    assert at.key_of({"out": x, "x": x, "n": 100}) == (128, "float32", "")
+    assert at.key_of({"out": x, "x": x, "n": 128}) == (128, "float32", "")
+    assert at.key_of({"out": x, "x": x.half(), "n": 129}) == (256, "float32+float16", "")
+    assert at.key_fields == ("n", "dtypes", "constexprs")
+
+
+def test_constexprs_given_at_launch_are_part_of_the_key(fake_jit):
+    def kernel(out, x, n, FUSED: kl.constexpr, BLOCK: kl.constexpr):
+        out.copy_(x)
+
+    at = autotuning.autotune(configs=[Config(BLOCK=4)], key=["n"])(fake_jit(kernel))
+    assert at.constexpr_names == ("FUSED", "BLOCK")
+    with autotuning.capture_launches() as launches:
+        at[(1,)](torch.empty(4), torch.zeros(4), 4, FUSED=True)
+        at[(1,)](torch.empty(4), torch.zeros(4), 4, FUSED=False)
+    assert [launch.key for launch in launches] == [(4, "float32", "FUSED=True"), (4, "float32", "FUSED=False")]
 
 
 def test_declaration_errors_name_the_problem(make_scale):
@@ -86,7 +99,7 @@ def test_provider_answer_beats_default_and_none_falls_back(make_scale):
     autotuning.set_config_provider(Provider(None))
     at[(1,)](torch.empty(8), torch.zeros(8), 8)
     assert [c["BLOCK"] for c in jit.calls] == [32, 16]
-    assert seen[0] == (at, (8, "float32"), 8)
+    assert seen[0] == (at, (8, "float32", ""), 8)
     assert autotuning.get_config_provider().answer is None
 
 

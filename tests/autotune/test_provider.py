@@ -72,7 +72,7 @@ def test_kf_autotune_tunes_a_missing_key_once_and_stores_it(fake_target, make_sc
     launch(at, 100)
     assert len(jit.calls) == tuned_calls + 1
     (entry,) = AutotuneCache().entries()
-    assert entry.key == (128, "float32") and entry.best()[0] == Config(BLOCK=16)
+    assert entry.key == (128, "float32", "") and entry.best()[0] == Config(BLOCK=16)
 
 
 def test_memoised_answer_costs_no_cache_reads(fake_target, make_scale, monkeypatch):

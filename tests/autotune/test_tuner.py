@@ -18,7 +18,7 @@ def test_tune_times_every_config_and_records_them(fake_target, make_scale, captu
     jit, at = make_scale(configs=(16, 32, 64))
     launch = capture_one(at)
     result = Tuner(effort="quick", search="exhaustive").tune(launch)
-    assert result.timed == 3 and result.key == (128, "float32")
+    assert result.timed == 3 and result.key == (128, "float32", "")
     assert result.best in {Config(BLOCK=b) for b in (16, 32, 64)} and 0 < result.best_time < math.inf
     assert result.default == Config(BLOCK=16) and result.default_time < math.inf
     entry = AutotuneCache().lookup("scale_kernel", "fake-v1", "cpu", "test-cpu", *_ident(launch))
