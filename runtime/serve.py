@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = build_server(args)
-    log.info("serving %s on http://%s:%d", server.config.app.title, args.host, args.port)
+    log.info("engine ready; listening on http://%s:%d", args.host, args.port)
     server.run()
 
 
