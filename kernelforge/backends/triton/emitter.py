@@ -84,7 +84,8 @@ def python_name(name: str) -> str:
     return safe
 
 
-def _simple_constexpr(value: object) -> bool:
+def simple_constexpr(value: object) -> bool:
+    """Whether a constexpr can be written as a literal and passed to Triton."""
     return value is None or isinstance(value, (bool, int, float, str))
 
 
@@ -152,7 +153,7 @@ class _Emitter:
     def module(self) -> str:
         k = self.kernel
         scalar_params = [p for p in k.params if not p.is_pointer]
-        constexprs = {n: v for n, v in k.constexprs.items() if _simple_constexpr(v)}
+        constexprs = {n: v for n, v in k.constexprs.items() if simple_constexpr(v)}
         signature = [self.name(p.var) for p in k.params] + [f"{n}: tl.constexpr" for n in constexprs]
         no_spec = [self.name(p.var) for p in scalar_params]
         decorator = f"@triton.jit(do_not_specialize={no_spec!r})" if no_spec else "@triton.jit"
