@@ -1,0 +1,125 @@
+"""Code generation for loads, stores and atomics.
+
+Pointers are element offsets from the root parameter's first element, so memory
+accesses index `<param>_flat` (a 1-D view of the argument's memory). An access
+whose offsets have an affine form (`affine.py`) calls `rt.load_affine` /
+`rt.store_affine`, which use strided views when run-time checks allow; any other
+access gathers or scatters. Programs that are not running (predication) are masked
+off every access that could fault or write. Under `KF_SANITIZE=1` every access
+instead materialises its offsets and checks them (`sanitizer.py`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kernelforge import ir
+from kernelforge.backends.cpu.affine import Form, MaskForm, Poly
+
+if TYPE_CHECKING:
+    from kernelforge.backends.cpu.codegen import CodeGen
+
+
+def poly_expr(gen: "CodeGen", p: Poly) -> str:
+    parts = []
+    for mono, c in sorted(p.items()):
+        factors = [gen.name(a) for a in mono]
+        if not factors:
+            parts.append(str(c))
+        elif c == 1:
+            parts.append("*".join(factors))
+        else:
+            parts.append("*".join([str(c)] + factors))
+    return " + ".join(parts).replace("+ -", "- ") if parts else "0"
+
+
+def aff_expr(gen: "CodeGen", f: Form) -> str:
+    polys = f.polys()
+    base = poly_expr(gen, polys.get(None, {}))
+    pid = ", ".join(poly_expr(gen, polys.get(("pid", a), {})) for a in range(3))
+    blk = "".join(poly_expr(gen, polys.get(("blk", d), {})) + ", " for d in range(len(f.shape)))
+    return f"({base}, ({pid}), ({blk.rstrip(', ') + (',' if len(f.shape) == 1 else '')}))"
+
+
+def _mask_args(gen: "CodeGen", mask: ir.Operand | None, form: MaskForm | None) -> str:
+    if mask is None:
+        return ""
+    if form is not None:
+        if not form.conds:
+            return ""
+        return ", conds=(" + "".join(aff_expr(gen, c) + ", " for c in form.conds).rstrip(" ") + ")"
+    return f", mask={gen.tensor_val(mask)}"
+
+
+def _source(stmt: ir.Stmt) -> str:
+    return repr(str(stmt.loc)) if stmt.loc is not None else "''"
+
+
+def _sanitize(gen: "CodeGen", stmt: ir.Stmt, flat: str, ptr: ir.Operand, mask: ir.Operand | None,
+              active: str | None) -> None:
+    m = gen.val(mask) if mask is not None else "None"
+    gen.emit(f"sanitizer.check({flat}, {gen.val(ptr)}, {m}, {active}, "
+             f"{gen.kernel.name!r}, {_source(stmt)})")
+
+
+def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
+    """The expression for `dst = load(ptr, mask, other)` and whether it is per-program."""
+    ptr = s.args[0]
+    mask = s.args[1] if len(s.args) > 1 else None
+    other = s.args[2] if len(s.args) > 2 else None
+    flat = gen.flat(ptr.root)
+    rank = len(ptr.type.shape)
+    acc = gen.accesses.get(id(s))
+    varying = any(gen.varying(a) for a in s.args) if acc is None else (
+        acc.ptr.gridded or any(gen.varying(a) for a in s.args[1:]
+                               if not (a is mask and acc.mask is not None)))
+    active = gen.grid_mask(rank) if varying else None
+    other_v = gen.val(other) if other is not None else "0"
+    if gen.sanitize:
+        _sanitize(gen, s, flat, ptr, mask, active)
+    if acc is None:
+        if mask is None and active is None:
+            clone = ".clone()" if gen.py(ptr) and ptr.root in gen.written_roots else ""
+            return f"{flat}[{gen.val(ptr)}]{clone}", varying
+        extra = f", active={active}" if active else ""
+        return f"rt.gather({flat}, {gen.val(ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
+               f"{other_v}{extra})", varying
+    copy = ", copy=True" if ptr.root in gen.written_roots else ""
+    extra = f", active={active}" if active else ""
+    other_arg = f", other={other_v}" if other is not None else ""
+    return (f"rt.load_affine({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
+            f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy})"), varying
+
+
+def store(gen: "CodeGen", s: ir.Store) -> None:
+    ptr, value, mask = s.ptr, s.value, s.mask
+    flat = gen.flat(ptr.root)
+    rank = len(ptr.type.shape)
+    active = gen.grid_mask(rank)
+    if gen.sanitize:
+        _sanitize(gen, s, flat, ptr, mask, active)
+    acc = gen.accesses.get(id(s))
+    extra = f", active={active}" if active else ""
+    if acc is None:
+        m = gen.val(mask) if mask is not None else "None"
+        gen.emit(f"rt.scatter({flat}, {gen.val(ptr)}, {gen.val(value, rank)}, {m}{extra})")
+        return
+    gen.emit(f"rt.store_affine({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
+             f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra})")
+
+
+def atomic_add(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
+    ptr, value = s.args[0], s.args[1]
+    mask = s.args[2] if len(s.args) > 2 else None
+    flat = gen.flat(ptr.root)
+    rank = len(ptr.type.shape)
+    active = gen.grid_mask(rank)
+    if gen.sanitize:
+        _sanitize(gen, s, flat, ptr, mask, active)
+    m = gen.val(mask) if mask is not None else "None"
+    extra = f", active={active}" if active else ""
+    offs = gen.val(ptr)
+    if not any(gen.varying(a) for a in s.args):
+        # every program performs the atomic, even at one shared address
+        offs = f"rt.expand_grid({offs}, P.G, {tuple(ptr.type.shape)!r}, torch.int64)"
+    return f"rt.atomic_add({flat}, {offs}, {gen.val(value, rank)}, {m}{extra})", True

@@ -1,0 +1,375 @@
+"""Helpers the generated CPU modules call at run time.
+
+Generated code stays short and readable by delegating the fiddly parts here: the
+program set (grid, program ids, compaction), C-semantics integer division, masked
+gathers and scatters, strided fast-path views, atomics and trip counts. Every
+helper works on whole-grid tensors: a leading axis indexes the program instances
+that are currently executing (all of them, or a compacted subset).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+
+Number = int | float | bool
+Value = Any  # torch.Tensor or Python number
+
+
+class Programs:
+    """The program instances being executed: the launch grid and, inside a compacted
+    divergent loop, the subset `idx` (flat program indices) still running."""
+
+    def __init__(self, grid: Sequence[int], idx: torch.Tensor | None = None) -> None:
+        self.grid = (int(grid[0]), int(grid[1]), int(grid[2]))
+        self.total = self.grid[0] * self.grid[1] * self.grid[2]
+        self.idx = idx
+        self.G = self.total if idx is None else int(idx.numel())
+        self._pids: dict[int, torch.Tensor] = {}
+
+    def pid(self, axis: int) -> torch.Tensor:
+        """`program_id(axis)` of every executing program, as int32 `[G]`."""
+        if axis not in self._pids:
+            flat = torch.arange(self.total, dtype=torch.int32) if self.idx is None else self.idx.to(torch.int32)
+            g0, g1, _ = self.grid
+            if axis == 0:
+                p = flat % g0 if (g1 * self.grid[2]) > 1 else flat
+            elif axis == 1:
+                p = (flat // g0) % g1
+            else:
+                p = flat // (g0 * g1)
+            self._pids[axis] = p
+        return self._pids[axis]
+
+    def subset(self, keep: torch.Tensor) -> "Programs":
+        """The programs selected by `keep` (bool or index tensor over the current set)."""
+        rows = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep
+        idx = rows if self.idx is None else self.idx[rows]
+        return Programs(self.grid, idx)
+
+
+class Compaction:
+    """Narrows a divergent loop's ragged tail to the programs that still iterate.
+
+    Compacts only when at most half of the current programs remain (otherwise the
+    indexing would cost more than the masked work it saves); `take` narrows a
+    per-program value, `put` writes the narrowed result back into the full one.
+    """
+
+    def __init__(self, P: Programs, keep: torch.Tensor) -> None:
+        rows = keep.nonzero().squeeze(1)
+        self.rows = rows if rows.numel() * 2 <= P.G else None
+        self.programs = P if self.rows is None else P.subset(self.rows)
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.rows is None else x[self.rows]
+
+    def put(self, full: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None:
+            return x
+        out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
+        out[self.rows] = x
+        return out
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of the memory a pointer argument addresses, starting at its first element.
+
+    Triton pointers address raw memory, so for non-contiguous tensors the view spans
+    the rest of the storage rather than just `numel` elements.
+    """
+    if t.is_contiguous():
+        return t.view(-1)
+    extent = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+    return t.as_strided((extent,), (1,), t.storage_offset())
+
+
+def idiv(a: Value, b: Value) -> Value:
+    """Integer division truncating toward zero (C and Triton), for tensors or ints."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.div(torch.as_tensor(a), b, rounding_mode="trunc")
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def imod(a: Value, b: Value) -> Value:
+    """Remainder with the sign of the dividend (C and Triton `%`), ints or floats."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.fmod(torch.as_tensor(a), b)
+    return math.fmod(a, b) if isinstance(a, float) or isinstance(b, float) else a - idiv(a, b) * b
+
+
+def minimum(a: Value, b: Value) -> Value:
+    if not isinstance(a, torch.Tensor):
+        return min(a, b) if not isinstance(b, torch.Tensor) else torch.clamp(b, max=a)
+    return torch.clamp(a, max=b) if not isinstance(b, torch.Tensor) else torch.minimum(a, b)
+
+
+def maximum(a: Value, b: Value) -> Value:
+    if not isinstance(a, torch.Tensor):
+        return max(a, b) if not isinstance(b, torch.Tensor) else torch.clamp(b, min=a)
+    return torch.clamp(a, min=b) if not isinstance(b, torch.Tensor) else torch.maximum(a, b)
+
+
+def truediv(a: Number, b: Number) -> float:
+    """Python-number float division with IEEE results for a zero divisor."""
+    if b == 0:
+        return math.copysign(math.inf, a) * math.copysign(1.0, b) if a != 0 else math.nan
+    return a / b
+
+
+def expand_grid(x: Value, G: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Gives a uniform value the leading grid axis (a view when `x` is a tensor)."""
+    if isinstance(x, torch.Tensor):
+        return x.expand(G, *shape)
+    return torch.full((G, *shape), x, dtype=dtype)
+
+
+def trip_counts(start: Value, stop: Value, step: Value) -> torch.Tensor:
+    """Per-program iteration counts of `range(start, stop, step)` (int64, >= 0)."""
+    start, stop, step = (torch.as_tensor(v, dtype=torch.int64) for v in (start, stop, step))
+    up = torch.div(stop - start + step - 1, step, rounding_mode="floor")
+    down = torch.div(start - stop - step - 1, -step, rounding_mode="floor")
+    return torch.where(step > 0, up, down).clamp_(min=0)
+
+
+def _lanes(offs: Value, mask: Value | None, active: torch.Tensor | None):
+    """Broadcasts offsets and the effective mask (mask & active programs) to one shape.
+
+    `active` arrives already shaped `[G, 1, ...]` by the generated code, so it
+    broadcasts against whole-grid and uniform offsets alike.
+    """
+    offs = torch.as_tensor(offs)
+    if active is not None:
+        mask = active if mask is None else (torch.as_tensor(mask) & active)
+    if mask is None:
+        return offs, None
+    return torch.broadcast_tensors(offs, torch.as_tensor(mask))
+
+
+def gather(flat_t: torch.Tensor, offs: Value, mask: Value | None = None, other: Value = 0,
+           active: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked load: masked-off lanes read `other` and never touch memory."""
+    offs, mask = _lanes(offs, mask, active)
+    if mask is None:
+        return flat_t[offs]
+    if flat_t.numel() == 0:
+        return torch.full(offs.shape, other, dtype=flat_t.dtype) if not isinstance(other, torch.Tensor) \
+            else other.to(flat_t.dtype).expand(offs.shape).clone()
+    vals = flat_t[torch.where(mask, offs, 0)]
+    return torch.where(mask, vals, other)
+
+
+def scatter(flat_t: torch.Tensor, offs: Value, value: Value, mask: Value | None = None,
+            active: torch.Tensor | None = None) -> None:
+    """Masked store. Lanes writing one address race (last one wins, unspecified order)."""
+    offs, mask = _lanes(offs, mask, active)
+    value = torch.as_tensor(value, dtype=flat_t.dtype)
+    if mask is None:
+        flat_t[offs] = value.expand(offs.shape) if offs.dim() else value
+        return
+    value = value.expand(mask.shape)
+    flat_t[offs[mask]] = value[mask]
+
+
+def atomic_add(flat_t: torch.Tensor, offs: Value, value: Value, mask: Value | None = None,
+               active: torch.Tensor | None = None) -> torch.Tensor:
+    """Atomic add with collisions resolved in program order; returns each lane's old value.
+
+    Lanes hitting one address see the sum of the earlier lanes' additions, as a
+    sequential execution would, so counter patterns (`slot = atomic_add(cnt, 1)`) work.
+    """
+    offs, mask = _lanes(offs, mask, active)
+    value = torch.as_tensor(value, dtype=flat_t.dtype)
+    shape = offs.shape
+    value = value.expand(shape)
+    if mask is None:
+        mask = torch.ones(shape, dtype=torch.bool)
+    old = torch.zeros(shape, dtype=flat_t.dtype)
+    o = offs[mask].reshape(-1).long()
+    v = value[mask].reshape(-1)
+    if o.numel():
+        order = torch.argsort(o, stable=True)
+        so, sv = o[order], v[order]
+        csum = torch.cumsum(sv, 0, dtype=sv.dtype) - sv
+        first = torch.ones_like(so, dtype=torch.bool)
+        first[1:] = so[1:] != so[:-1]
+        seg_start = torch.cummax(torch.where(first, torch.arange(so.numel()), 0), 0).values
+        before = csum - csum[seg_start]
+        prior = torch.empty_like(sv)
+        prior[order] = (flat_t[so] + before).to(flat_t.dtype)
+        old[mask] = prior
+        flat_t.index_add_(0, o, v)
+    return old
+
+
+def dot(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
+    """`dot` with fp32 accumulation for 16-bit floats and int32 for int8, like Triton."""
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a, b = a.float(), b.float()
+    elif a.dtype == torch.int8:
+        a, b = a.to(torch.int32), b.to(torch.int32)
+    if acc is not None and a.dim() == 3 and b.dim() == 3 and acc.dim() == 3 and acc.dtype == a.dtype:
+        return torch.baddbmm(acc, a, b)
+    out = torch.matmul(a, b)
+    if acc is not None:
+        out = out + acc
+    return out if out.dtype == out_dtype else out.to(out_dtype)
+
+
+# ---------------------------------------------------------------- affine fast paths
+#
+# An affine access is `(base, pid_coefs, blk_coefs)`: offset = base + sum(c_k * pid_k)
+# + sum(c_d * index_d) over the block `shape`. Mask conditions use the same triple and
+# mean `offset < 0`. The view paths below are taken only after run-time checks prove
+# them equal to the gather/scatter they replace; otherwise they fall back.
+
+Aff = tuple  # (base: int, pid_coefs: tuple[int, int, int], blk_coefs: tuple[int, ...])
+
+
+def _range(P: Programs, aff: Aff, shape: Sequence[int]) -> tuple[int, int]:
+    """Smallest and largest value of an affine form over the launch grid and block."""
+    base, pid, blk = aff
+    lo = hi = base
+    for c, n in zip(pid, P.grid):
+        if c > 0:
+            hi += c * (n - 1)
+        else:
+            lo += c * (n - 1)
+    for c, n in zip(blk, shape):
+        if c > 0:
+            hi += c * (n - 1)
+        else:
+            lo += c * (n - 1)
+    return lo, hi
+
+
+def affine_values(P: Programs, aff: Aff, shape: Sequence[int]) -> torch.Tensor:
+    """The offsets an affine form denotes, as int64 `[G, *shape]` (or `shape` if uniform)."""
+    base, pid, blk = aff
+    rank = len(shape)
+    out = torch.full((), base, dtype=torch.int64)
+    for d, (c, n) in enumerate(zip(blk, shape)):
+        if c:
+            view = [1] * rank
+            view[d] = n
+            out = out + torch.arange(n, dtype=torch.int64).view(view) * c
+    for axis, c in enumerate(pid):
+        if c:
+            out = out + P.pid(axis).to(torch.int64).view(-1, *([1] * rank)) * c
+    return out.expand(*((P.G,) if any(pid) else ()), *shape)
+
+
+def conds_mask(P: Programs, conds: Sequence[Aff], shape: Sequence[int]) -> torch.Tensor | None:
+    mask = None
+    for cond in conds:
+        m = affine_values(P, cond, shape) < 0
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def _strided(flat_t: torch.Tensor, P: Programs, aff: Aff, shape: Sequence[int]) -> torch.Tensor | None:
+    """`as_strided` view of the addressed elements, or None if not provably in bounds."""
+    base, pid, blk = aff
+    if any(c < 0 for c in pid) or any(c < 0 for c in blk):
+        return None
+    lo, hi = _range(P, aff, shape)
+    if lo < 0 or hi >= flat_t.numel():
+        return None
+    start = base + flat_t.storage_offset()
+    if not any(pid):
+        return flat_t.as_strided(tuple(shape), tuple(blk), start)
+    g0, g1, g2 = P.grid
+    if g1 == g2 == 1:
+        view = flat_t.as_strided((g0, *shape), (pid[0], *blk), start)
+    else:
+        view = flat_t.as_strided((g2, g1, g0, *shape), (pid[2], pid[1], pid[0], *blk), start)
+        view = view.reshape(P.total, *shape)
+    return view if P.idx is None else view[P.idx]
+
+
+def _clip(P: Programs, conds: Sequence[Aff], shape: Sequence[int]) -> tuple[int, ...] | None:
+    """Sizes of the box of valid lanes when each condition bounds one block axis from above
+    (e.g. `col < n_cols`); None when the conditions are not of that shape."""
+    sizes = list(shape)
+    for base, pid, blk in conds:
+        axes = [d for d, c in enumerate(blk) if c]
+        if any(pid) or len(axes) != 1 or blk[axes[0]] < 0:
+            return None
+        d, c = axes[0], blk[axes[0]]
+        sizes[d] = max(0, min(sizes[d], (-base + c - 1) // c))
+    return tuple(sizes)
+
+
+def load_affine(flat_t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
+                conds: Sequence[Aff] = (), mask: torch.Tensor | None = None, other: Value = 0,
+                active: torch.Tensor | None = None, copy: bool = False) -> torch.Tensor:
+    """Masked load at affine offsets: a view (`copy`: a private copy) when in bounds,
+    a padded copy when the mask only trims block axes, else a gather."""
+    if conds and max(_range(P, c, shape)[1] for c in conds) < 0:
+        conds = ()
+    if conds and mask is None and active is None and not isinstance(other, torch.Tensor):
+        sizes = _clip(P, conds, shape)
+        if sizes is not None:
+            view = _strided(flat_t, P, aff, sizes) if all(sizes) else None
+            if view is not None:
+                pads = [p for s, k in zip(reversed(shape), reversed(sizes)) for p in (0, s - k)]
+                if any(pads):
+                    return torch.nn.functional.pad(view, pads, value=other)
+                return view.clone() if copy else view
+    cmask = conds_mask(P, conds, shape)
+    mask = cmask if mask is None else (mask if cmask is None else mask & cmask)
+    if active is not None:
+        mask = active if mask is None else mask & active
+    view = _strided(flat_t, P, aff, shape)
+    if view is None:
+        return gather(flat_t, affine_values(P, aff, shape), mask, other)
+    if mask is None:
+        return view.clone() if copy else view
+    return torch.where(mask, view, other)
+
+
+def _no_overlap(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    dims = sorted((st, sz) for sz, st in zip(sizes, strides) if sz > 1)
+    reach = 0
+    for st, sz in dims:
+        if st <= reach:
+            return False
+        reach = st * (sz - 1) + reach
+    return True
+
+
+def store_affine(flat_t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value: Value,
+                 conds: Sequence[Aff] = (), mask: torch.Tensor | None = None,
+                 active: torch.Tensor | None = None) -> None:
+    """Masked store at affine offsets: a `copy_` into a view when the written elements
+    are distinct and in bounds, else a scatter."""
+    base, pid, blk = aff
+    if conds and max(_range(P, c, shape)[1] for c in conds) < 0:
+        conds = ()
+    value = torch.as_tensor(value, dtype=flat_t.dtype)
+    gridded = any(pid)
+    sizes = ((P.G,) if gridded else ()) + tuple(shape)
+    strides = ((pid[0],) if gridded else ()) + tuple(blk)
+    per_program = value.dim() > len(shape) or mask is not None and mask.dim() > len(shape) or active is not None
+    simple = (P.idx is None and P.grid[1] == P.grid[2] == 1 and (gridded or not per_program)
+              and _no_overlap(sizes, strides))
+    view = _strided(flat_t, P, aff, shape) if simple else None
+    if view is not None and conds and mask is None and active is None:
+        clipped = _clip(P, conds, shape)
+        if clipped is not None:
+            if all(clipped):
+                index = (Ellipsis, *(slice(0, k) for k in clipped))
+                sub = view[index]
+                sub.copy_(value[index] if value.dim() >= len(shape) and shape else value)
+            return
+    cmask = conds_mask(P, conds, shape)
+    mask = cmask if mask is None else (mask if cmask is None else mask & cmask)
+    if view is None:
+        scatter(flat_t, affine_values(P, aff, shape), value, mask, active)
+        return
+    if active is not None:
+        mask = active if mask is None else mask & active
+    view.copy_(value if mask is None else torch.where(mask, value, view))
