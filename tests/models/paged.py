@@ -58,3 +58,29 @@ class PagedRunner:
         for s, t in tokens.items():
             self.cached[s] += len(t)
         return logits
+
+
+def replay(
+    runner: PagedRunner, sequences: list[list[int]], schedule: list[dict[int, int]]
+) -> list[tuple[int, int, torch.Tensor]]:
+    """Feed the sequences in the chunks `schedule` gives (step -> {seq: new token count}).
+
+    Returns (sequence, position, logits) for the last token fed to each sequence at each step,
+    so a caller can compare with a reference model's logits at that position.
+    """
+    results = []
+    for step in schedule:
+        tokens = {s: sequences[s][runner.cached[s] : runner.cached[s] + n] for s, n in step.items()}
+        logits = runner.step(tokens)
+        results.extend((s, runner.cached[s] - 1, logits[row]) for row, s in enumerate(step))
+    return results
+
+
+# A mixed batch the way a continuous-batching scheduler forms one: a chunked prefill next to
+# a full prefill, decodes next to prefills, a step with only some sequences, in another order.
+RAGGED_LENGTHS = (11, 21, 14)
+RAGGED_SCHEDULE = [
+    {0: 9, 1: 12},
+    {0: 1, 1: 8, 2: 13},
+    {2: 1, 0: 1, 1: 1},
+]
