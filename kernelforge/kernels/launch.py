@@ -14,6 +14,7 @@ free choice made here and not in the kernels:
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from kernelforge.backends import num_cores, select_backend_name
 
@@ -28,3 +29,16 @@ def grid_size(n_work: int, device: torch.device) -> int:
 def on_cpu_backend(device: torch.device) -> bool:
     """Whether launches on `device` go to the grid-vectorised CPU backend."""
     return select_backend_name(device) == "cpu"
+
+
+def flat_view(t: Tensor) -> Tensor:
+    """A contiguous 1-D view of the storage span `t` addresses, starting at its first element.
+
+    Kernels index strided tensors (a query sliced out of a fused QKV projection, rows of a
+    larger buffer) through explicit stride arguments; the launcher only needs the base
+    pointer, and a contiguous view of the same memory gives it without a copy.
+    """
+    if t.is_contiguous():
+        return t
+    span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()) if size > 0)
+    return t.as_strided((span if t.numel() else 0,), (1,))

@@ -34,7 +34,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import grid_size, on_cpu_backend
+from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend
 
 # Live bytes one program may hold on an Ascend NPU (192 KB UB, halved by double buffering).
 UB_BUDGET = 96 * 1024
@@ -49,16 +49,9 @@ def ub_bytes(block_m: int, tile: int, head_pad: int, itemsize: int) -> int:
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
-    """BLOCK_M and TILE for one tile size. Triton's `dot` wants at least 16 rows; the CPU
-    backend pays for every padded row, so there a program holds just the query heads of
-    one group times the fewest query tokens (one token at decode)."""
-    group = args["GROUP"]
-    if on_cpu_backend(args["query_ptr"].device):
-        tokens = 1 if args["max_seqlen_q"] == 1 else 16
-        block_m = next_power_of_2(group * tokens)
-    else:
-        block_m = max(16, next_power_of_2(group))
-    return kf.Config(BLOCK_M=block_m, TILE=tile)
+    """BLOCK_M and TILE for one tile size: the fewest rows `dot` accepts (16) that hold
+    whole GQA groups, so a decode program is one token's group of query heads."""
+    return kf.Config(BLOCK_M=max(16, next_power_of_2(args["GROUP"])), TILE=tile)
 
 
 def _fits(args: dict, config: kf.Config) -> bool:
@@ -140,7 +133,8 @@ def _paged_attention_kernel(
             kv_start = 0
             if USE_WINDOW:
                 kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
-            tiles_per_segment = kl.cdiv(kl.cdiv(kv_end - kv_start, TILE), NUM_SEGMENTS)
+            num_tiles = (kv_end - kv_start + TILE - 1) // TILE
+            tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
             seg_start = kv_start + segment * tiles_per_segment * TILE
             seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
 
@@ -264,7 +258,7 @@ def paged_attention(
         l_part = torch.empty_like(m_part)
         acc_part = torch.empty(rows * segments * head_pad, dtype=torch.float32, device=query.device)
     else:
-        m_part = l_part = acc_part = out
+        m_part = l_part = acc_part = flat_view(out)
 
     group = num_heads // num_kv_heads
 
@@ -273,7 +267,8 @@ def paged_attention(
         return (grid_size((num_tokens // block_q + num_seqs) * num_kv_heads * segments, query.device),)
 
     _paged_attention_kernel[grid](
-        out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k, m_part, l_part, acc_part,
+        flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
+        m_part, l_part, acc_part,
         float(softmax_scale), num_tokens, num_seqs, num_kv_heads, (num_seqs + 1).bit_length(),
         sliding_window or 0, max_seqlen_q, max_seqlen_k,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
@@ -283,7 +278,7 @@ def paged_attention(
     if segments > 1:
         rows = num_tokens * num_heads
         _merge_segments_kernel[(grid_size(rows, query.device),)](
-            out, m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads, out.stride(0), out.stride(1),
+            flat_view(out), m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads, out.stride(0), out.stride(1),
             HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments,
         )
 

@@ -14,7 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2, pow2_between
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import grid_size
+from kernelforge.kernels.launch import flat_view, grid_size
 
 # Key and value chunks in flight (plus offsets): 8192 elements stay well inside 96 KB.
 MAX_BLOCK = 8192
@@ -63,7 +63,7 @@ def reshape_and_cache(
         return
     grid = (grid_size(num_tokens, key.device),)
     _reshape_and_cache_kernel[grid](
-        key, value, key_cache, value_cache, slot_mapping, num_tokens, key.shape[1] * key.shape[2],
+        flat_view(key), flat_view(value), key_cache, value_cache, slot_mapping, num_tokens, key.shape[1] * key.shape[2],
         key.stride(0), value.stride(0),
     )
 

@@ -15,7 +15,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2, pow2_between
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import grid_size
+from kernelforge.kernels.launch import flat_view, grid_size
 
 # Live fp32 blocks per program: x, residual, weight, the sum-of-squares accumulator and the
 # result; 4096 columns keep them at 80 KB, inside the NPU's 96 KB budget.
@@ -75,8 +75,8 @@ def _launch(out: Tensor, x: Tensor, residual: Tensor, weight: Tensor, eps: float
     if n_rows == 0:
         return
     grid = (grid_size(n_rows, x.device),)
-    _rms_norm_kernel[grid](out, x, residual, weight, n_rows, hidden, out.stride(0), x.stride(0),
-                           residual.stride(0), float(eps), FUSED_ADD=fused_add)
+    _rms_norm_kernel[grid](flat_view(out), flat_view(x), flat_view(residual), weight, n_rows, hidden,
+                           out.stride(0), x.stride(0), residual.stride(0), float(eps), FUSED_ADD=fused_add)
 
 
 def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:

@@ -14,7 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import grid_size
+from kernelforge.kernels.launch import flat_view, grid_size
 
 # A head block holds x1, x2, the two results and their offsets: 6 fp32/int32 tiles of
 # BLOCK_H * ROT_HALF_PAD elements, so 4096 elements keep a program inside 96 KB.
@@ -99,7 +99,7 @@ def rotary_embedding(
     num_k_heads = 0 if key is None else key[0].numel() // head_size
     grid = (grid_size(num_tokens, query.device),)
     _rotary_kernel[grid](
-        positions.reshape(-1), query, query if key is None else key, cos_sin_cache,
+        positions.reshape(-1), flat_view(query), flat_view(query if key is None else key), cos_sin_cache,
         num_tokens, num_q_heads, num_k_heads, query.stride(0),
         query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0), rot_half,
         HEAD_SIZE=head_size, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
