@@ -140,6 +140,13 @@ class Tuner:
         self.force = force
         self.seed = seed
 
+    def measure(self, launch: Launch, configs: list[Config]) -> dict[Config, float]:
+        """Time `configs` afresh (checked against the default, not cached): for reports that
+        must not reuse the noisy timings a search picked its winner by."""
+        runner = _Runner(launch, self.effort)
+        runner.set_reference(launch.autotuned.default_config(launch))
+        return {config: runner.measure(config)[0] for config in configs}
+
     def entry_for(self, launch: Launch) -> Entry:
         """The cached entry for this launch's key, or a new empty one."""
         autotuned = launch.autotuned

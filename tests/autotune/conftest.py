@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from typing import Any, Callable
 
 import pytest
 import torch
 
+from autotune import registry
 from kernelforge import autotuning
+from kernelforge.backends import get_backend
 
 
 class FakeJit:
@@ -79,3 +83,65 @@ def capture_one():
             at[(1,)](out, x, n)
         return launches[0]
     return capture
+
+
+KERNEL_MODULE = '''
+"""A test kernel module laid out like kernelforge/kernels/*.py."""
+import torch
+import kernelforge as kf
+import kernelforge.language as kl
+
+
+@kf.autotune(configs=[kf.Config(BLOCK=b) for b in (16, 3, 64, 128)], key=["n"], bucket={"n": "pow2"},
+             default=kf.Config(BLOCK=16), outputs=["out_ptr"])
+@kf.jit
+def double_kernel(x_ptr, out_ptr, n, BLOCK: kl.constexpr):
+    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
+    mask = offs < n
+    kl.store(out_ptr + offs, kl.load(x_ptr + offs, mask=mask, other=0.0) * {factor}, mask=mask)
+
+
+def double(x, out):
+    double_kernel[lambda meta: (kf.cdiv(meta["n"], meta["BLOCK"]),)](x, out, x.numel())
+
+
+def make_args(num_tokens, hidden_size, dtype, device, **_):
+    x = torch.randn(num_tokens, hidden_size, dtype=dtype, device=device)
+    return [(double, (x, torch.empty_like(x)))]
+'''
+
+
+def _works(name: str) -> bool:
+    try:
+        return get_backend(name).is_available()
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["cpu", "interpret"])
+def dsl_backend(request, monkeypatch):
+    if not _works(request.param):
+        pytest.skip(f"backend {request.param} is not available here")
+    monkeypatch.setenv("KF_BACKEND", request.param)
+    return request.param
+
+
+@pytest.fixture
+def kernels_package(tmp_path, monkeypatch):
+    """A `tkernels` package with one kernel module; `registry` pointed at it. Returns a
+    function that (re)writes the module with a given source variant."""
+    package = tmp_path / "tkernels"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "KERNELS_PACKAGE", "tkernels")
+
+    def write(factor: str = "2.0"):
+        (package / "double.py").write_text(textwrap.dedent(KERNEL_MODULE.replace("{factor}", factor)))
+        for name in [m for m in sys.modules if m.startswith("tkernels")]:
+            del sys.modules[name]
+        return registry.tunable_kernels()["double_kernel"]
+
+    yield write
+    for name in [m for m in sys.modules if m.startswith("tkernels")]:
+        del sys.modules[name]
