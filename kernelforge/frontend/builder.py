@@ -17,12 +17,14 @@ class Builder:
     def __init__(self) -> None:
         self.names = ir.NameSupply()
         self.loc: ir.Loc | None = None
-        self._blocks: list[ir.Block] = [ir.Block()]
+        self._root = ir.Block()
+        self._blocks: list[ir.Block] = [self._root]
         self._temps: set[int] = set()
 
     @property
     def body(self) -> ir.Block:
-        return self._blocks[0]
+        """The kernel's top-level block (insertion may have moved into a nested one)."""
+        return self._root
 
     @property
     def current(self) -> ir.Block:
