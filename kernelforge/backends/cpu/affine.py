@@ -252,25 +252,28 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
     params = {p.name for p in kernel.params}
     out: dict[int, Access] = {}
 
-    def visit(block: ir.Block, env: _Env) -> None:
+    def visit(block: ir.Block, env: _Env, record: bool = True) -> None:
         for s in block.stmts:
             if isinstance(s, ir.Assign):
-                if s.op == "load":
+                if s.op == "load" and record:
                     _record(s, s.args[0], s.args[1] if len(s.args) > 1 else None, env)
                 form = env.form_of(s, params)
                 env.forget({s.dst.name})
                 if form is not None and s.dst.name not in form.atoms():
                     env.forms[s.dst.name] = form
-            elif isinstance(s, ir.Store):
+            elif isinstance(s, ir.Store) and record:
                 _record(s, s.ptr, s.mask, env)
             elif isinstance(s, ir.For):
                 names = assigned(s.body) | {s.var.name}
+                inductions = _inductions(s, env, names, visit)
                 env.forget(names)
-                visit(s.body, env.copy())
+                inner = env.copy()
+                inner.forms.update(inductions)
+                visit(s.body, inner, record)
                 env.forget(names)
             elif isinstance(s, ir.If):
-                visit(s.then_body, env.copy())
-                visit(s.else_body, env.copy())
+                visit(s.then_body, env.copy(), record)
+                visit(s.else_body, env.copy(), record)
                 env.forget(assigned(s.then_body) | assigned(s.else_body))
 
     def _record(s: ir.Stmt, ptr: ir.Operand, mask: ir.Operand | None, env: _Env) -> None:
@@ -281,6 +284,55 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
         out[id(s)] = Access(f, m)
 
     visit(kernel.body, _Env(facts))
+    return out
+
+
+def _inductions(loop: ir.For, env: _Env, names: set[str], visit) -> dict[str, Form]:
+    """Forms, valid at the top of each iteration, of pointers the loop steps by a fixed amount.
+
+    `p += inc` once per iteration (Triton's `a_ptrs += BLOCK_K * stride_ak`) with `inc`
+    loop-invariant makes `p = p0 + (i - start) * inc` for a unit-step loop variable `i`,
+    which keeps the loop's loads on the strided fast path.
+    """
+    if not (isinstance(loop.step, ir.Const) and loop.step.value == 1) or not env.facts.is_py(loop.var):
+        return {}
+    start = env.int_form(loop.start)
+    if start is None or start.atoms() & names:
+        return {}
+    updates: dict[str, ir.Assign] = {}
+    counts: dict[str, int] = {}
+    for st in ir.walk(loop.body):
+        if isinstance(st, ir.Assign):
+            counts[st.dst.name] = counts.get(st.dst.name, 0) + 1
+    for st in loop.body.stmts:
+        if (isinstance(st, ir.Assign) and st.op in ("addptr", "add") and counts[st.dst.name] == 1
+                and isinstance(st.args[0], ir.Var) and st.args[0].name == st.dst.name
+                and isinstance(env.forms.get(st.dst.name), Form)):
+            updates[st.dst.name] = st
+    if not updates:
+        return {}
+    probe = env.copy()
+    probe.forget(names)
+    increments: dict[str, Form] = {}
+
+    class _Probe(_Env):
+        def form_of(self, s: ir.Assign, params: set[str]):  # noqa: D401 - captures increments
+            if s.dst.name in updates and updates[s.dst.name] is s:
+                inc = self.int_form(s.args[1])
+                if inc is not None and inc.is_uniform_scalar and not inc.atoms() & names:
+                    increments[s.dst.name] = inc
+            return super().form_of(s, params)
+
+    probing = _Probe(env.facts)
+    probing.forms = probe.forms
+    visit(loop.body, probing, False)
+    t = add_forms(Form.make({None: {(loop.var.name,): 1}}, ()), start, -1)
+    out: dict[str, Form] = {}
+    for v, inc in increments.items():
+        init = env.forms[v]
+        assert isinstance(init, Form)
+        out[v] = add_forms(init, scale_form(t, inc.polys().get(None, {}), ()))
+        out[v] = Form.make(out[v].polys(), init.shape)
     return out
 
 
