@@ -1,6 +1,6 @@
 """`make check-ascend`: every kernel of the project lowered for an Ascend 910B, without one.
 
-    .venv-ascend/bin/python -m kernelforge.backends.triton.ascend_check [-k SUBSTRING] [-v]
+    .venv-ascend/bin/python -m kernelforge.backends.triton.ascend_check [-k SUBSTRING ...] [-v]
 
 Kernels come from two places:
 
@@ -134,7 +134,8 @@ def _call_ops(ops: dict, dtype: torch.dtype) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-k", dest="pattern", default="", help="only kernels whose name contains this")
+    parser.add_argument("-k", dest="patterns", action="append", default=[],
+                        help="only kernels whose name contains this (repeatable)")
     parser.add_argument("-v", dest="verbose", action="store_true", help="print the full error of failures")
     opts = parser.parse_args(argv)
 
@@ -143,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if flavor() != "ascend":
         print("check-ascend needs triton-ascend (run it with .venv-ascend/bin/python)", file=sys.stderr)
         return 2
-    examples = [e for e in semantic_examples() + _collect(kernel_examples) if opts.pattern in e.name]
+    examples = [e for e in semantic_examples() + _collect(kernel_examples)
+                if not opts.patterns or any(p in e.name for p in opts.patterns)]
     if not examples:
-        print(f"no kernels match {opts.pattern!r}", file=sys.stderr)
+        print(f"no kernels match {opts.patterns!r}", file=sys.stderr)
         return 2
     failures = skipped = 0
     width = max(len(e.name) for e in examples)

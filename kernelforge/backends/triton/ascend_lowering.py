@@ -122,6 +122,8 @@ def _compiler_error(exc: BaseException) -> str:
 
 def _first_line(text: str) -> str:
     for line in text.splitlines():
+        if "Assertion" in line:  # an LLVM assert: the condition says more than the path before it
+            return line[line.index("Assertion"):].strip()[:300]
         if line.strip() and "error" in line.lower():
             return line.strip()[:300]
     return next((line.strip()[:300] for line in text.splitlines() if line.strip()), "")
