@@ -44,19 +44,17 @@ class Config(Mapping[str, ConfigValue]):
     (`to_json`/`from_json`) into the autotune cache unchanged.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_dict")
 
     def __init__(self, **kwargs: ConfigValue) -> None:
         for name, value in kwargs.items():
             if not isinstance(value, _JSON_SCALARS):
                 raise TypeError(f"Config value {name}={value!r} must be an int, float, bool or str")
         self._items: tuple[tuple[str, ConfigValue], ...] = tuple(sorted(kwargs.items()))
+        self._dict = dict(self._items)
 
     def __getitem__(self, name: str) -> ConfigValue:
-        for k, v in self._items:
-            if k == name:
-                return v
-        raise KeyError(name)
+        return self._dict[name]
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)
@@ -75,7 +73,7 @@ class Config(Mapping[str, ConfigValue]):
 
     @property
     def kwargs(self) -> dict[str, ConfigValue]:
-        return dict(self._items)
+        return dict(self._dict)
 
     def to_json(self) -> str:
         """Canonical text (sorted keys): the config's identity in the autotune cache."""
@@ -111,10 +109,13 @@ Bucket = Union[str, Callable[[int], int]]
 _BUCKETS: dict[str, Callable[[int], int]] = {"pow2": next_power_of_2, "exact": int}
 
 
+def _bucket_rule(bucket: Bucket) -> Callable[[int], int]:
+    return _BUCKETS[bucket] if isinstance(bucket, str) else bucket
+
+
 def bucket_value(value: Any, bucket: Bucket) -> Any:
     """Apply a bucketing rule ("pow2", "exact" or a callable) to one key value."""
-    rule = _BUCKETS[bucket] if isinstance(bucket, str) else bucket
-    return rule(value)
+    return _bucket_rule(bucket)(value)
 
 
 class ConfigProvider(Protocol):
@@ -174,49 +175,71 @@ def capture_launches() -> Iterator[list["Launch"]]:
 
 
 class Launch(Mapping[str, Any]):
-    """One launch of an Autotuned kernel: its named arguments (a read-only mapping), grid
-    and caller's extra keywords, re-runnable with any config via `run(config)`."""
+    """One launch of an Autotuned kernel: the call as made (arguments, keywords, grid), a
+    read-only mapping of its named kernel arguments, re-runnable with any config via `run`.
 
-    def __init__(self, autotuned: "Autotuned", named: dict[str, Any], grid: Any, extra: dict[str, Any]):
+    It keeps the call's own positional/keyword split, so re-running it costs no rebinding:
+    this object is built on every launch, on the serving hot path.
+    """
+
+    __slots__ = ("autotuned", "grid", "args", "kwargs", "_named", "_key")
+
+    def __init__(self, autotuned: "Autotuned", args: tuple, kwargs: dict[str, Any], grid: Any) -> None:
         self.autotuned = autotuned
         self.grid = grid
-        self._named = named
-        self._extra = extra
+        self.args = args
+        self.kwargs = kwargs
+        self._named: dict[str, Any] | None = None
+        self._key: tuple | None = None
+
+    @property
+    def named(self) -> dict[str, Any]:
+        if self._named is None:
+            names = self.autotuned.arg_names
+            named = dict(zip(names, self.args))
+            named.update((k, v) for k, v in self.kwargs.items() if k in names)
+            self._named = named
+        return self._named
 
     def __getitem__(self, name: str) -> Any:
-        return self._named[name]
+        return self.named[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._named)
+        return iter(self.named)
 
     def __len__(self) -> int:
-        return len(self._named)
+        return len(self.named)
 
     def replace(self, **named: Any) -> "Launch":
         """The same launch with some arguments swapped (e.g. tensors for their clones)."""
-        return Launch(self.autotuned, {**self._named, **named}, self.grid, self._extra)
+        args, kwargs = list(self.args), dict(self.kwargs)
+        position = self.autotuned.arg_position
+        for name, value in named.items():
+            if position.get(name, len(args)) < len(args):
+                args[position[name]] = value
+            else:
+                kwargs[name] = value
+        return Launch(self.autotuned, tuple(args), kwargs, self.grid)
 
     def run(self, config: Config) -> Any:
-        """Launch the kernel with `config`, bypassing the provider.
-
-        Arguments go positionally up to the first one not given (a tuned constexpr comes
-        from `config`), by name after it, so the launcher sees an ordinary call.
-        """
-        positional: list[Any] = []
-        by_name = dict(self._named)
-        for name in self.autotuned.arg_names:
-            if name not in by_name:
-                break
-            positional.append(by_name.pop(name))
-        return self.autotuned.fn.run(*positional, grid=self.grid, **by_name, **self._extra, **config.kwargs)
+        """Launch the kernel with `config`, bypassing the provider."""
+        given = len(self.args)
+        position = self.autotuned.arg_position
+        for name in config:
+            if name in self.kwargs or position.get(name, given) < given:
+                raise TypeError(f"{self.autotuned.name}: {name!r} is tuned by autotune and must not be "
+                                "passed at launch")
+        return self.autotuned.fn.run(*self.args, grid=self.grid, **self.kwargs, **config.kwargs)
 
     @property
     def key(self) -> tuple:
-        return self.autotuned.key_of(self)
+        if self._key is None:
+            self._key = self.autotuned.key_of(self.named)
+        return self._key
 
     def device(self) -> torch.device | None:
         """Device of the first tensor argument (what picks the backend), None if there is none."""
-        for value in self._named.values():
+        for value in itertools.chain(self.args, self.kwargs.values()):
             if isinstance(value, torch.Tensor):
                 return value.device
         return None
@@ -250,7 +273,9 @@ class Autotuned:
         self.bucket: dict[str, Bucket] = dict(bucket or {})
         self.outputs: tuple[str, ...] | None = None if outputs is None else tuple(outputs)
         self.restore_value: tuple[str, ...] = tuple(restore_value)
+        self.arg_position: dict[str, int] = {n: i for i, n in enumerate(self.arg_names)}
         self.constexpr_names: tuple[str, ...] = _constexpr_names(fn, self.arg_names)
+        self._launch_constexprs = tuple(n for n in self.constexpr_names if n not in self.key_names)
         self.name: str = name or getattr(fn, "__name__", None) or _python_function(fn).__name__
         self._configs = configs
         self._default = default
@@ -267,6 +292,8 @@ class Autotuned:
             if isinstance(rule, str) and rule not in _BUCKETS:
                 raise ValueError(f"autotune({self.name}): unknown bucket {rule!r}; use {sorted(_BUCKETS)} "
                                  "or a callable")
+        self._key_rules = tuple((n, _bucket_rule(self.bucket[n]) if n in self.bucket else None)
+                                for n in self.key_names)
         if not callable(configs) and not list(configs):
             raise ValueError(f"autotune({self.name}): configs is empty")
 
@@ -283,25 +310,25 @@ class Autotuned:
         distinct dtypes of the tensor arguments and the constexprs given at launch (e.g.
         `FUSED_ADD=True`): each specialisation is a different kernel with its own best config."""
         values: list[Any] = []
-        for name in self.key_names:
+        for name, rule in self._key_rules:
             value = named[name]
             if isinstance(value, torch.Tensor):
-                value = list(value.shape)
-            elif name in self.bucket:
-                value = bucket_value(value, self.bucket[name])
+                value = tuple(value.shape)
+            elif rule is not None:
+                value = rule(value)
             elif isinstance(value, torch.dtype):
-                value = str(value).removeprefix("torch.")
+                value = _dtype_name(value)
             values.append(value)
         dtypes: list[str] = []
         for value in named.values():
             if isinstance(value, torch.Tensor):
-                d = str(value.dtype).removeprefix("torch.")
-                if d not in dtypes:
-                    dtypes.append(d)
+                name = _dtype_name(value.dtype)
+                if name not in dtypes:
+                    dtypes.append(name)
         values.append("+".join(dtypes))
-        values.append(",".join(f"{n}={_constexpr_text(named[n])}" for n in self.constexpr_names
-                               if n in named and n not in self.key_names))
-        return tuple(tuple(v) if isinstance(v, list) else v for v in values)
+        values.append(",".join(f"{n}={_constexpr_text(named[n])}" for n in self._launch_constexprs
+                               if n in named))
+        return tuple(values)
 
     def configs(self, named: Mapping[str, Any]) -> list[Config]:
         """The candidate configs for these arguments (a generator sees the arguments)."""
@@ -330,18 +357,6 @@ class Autotuned:
             return own() if callable(own) else str(own)
         return _fallback_source_hash(self.fn)
 
-    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split a call into named kernel arguments and extra launch keywords."""
-        if len(args) > len(self.arg_names):
-            raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
-        named = dict(zip(self.arg_names, args))
-        extra: dict[str, Any] = {}
-        for k, v in kwargs.items():
-            if k in named:
-                raise TypeError(f"{self.name}() got multiple values for argument {k!r}")
-            (named if k in self.arg_names else extra)[k] = v
-        return named, extra
-
     def choose(self, launch: Launch) -> Config:
         """The config this launch uses (see the module docstring for the order)."""
         forced = _local.__dict__.get("forced", {}).get(id(self))
@@ -354,15 +369,12 @@ class Autotuned:
         return self.default_config(launch)
 
     def run(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
-        named, extra = self.bind(args, kwargs)
-        launch = Launch(self, named, grid, extra)
+        if len(args) > len(self.arg_names):
+            raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
+        launch = Launch(self, args, kwargs, grid)
         for captured in _local.__dict__.get("captures", ()):
             captured.append(launch)
-        config = self.choose(launch)
-        clash = [k for k in config if k in named or k in extra]
-        if clash:
-            raise TypeError(f"{self.name}: {clash} are tuned by autotune and must not be passed at launch")
-        return launch.run(config)
+        return launch.run(self.choose(launch))
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
@@ -423,8 +435,19 @@ def _constexpr_names(fn: Any, arg_names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in arg_names if n in declared)
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """"float32" for torch.float32 (memoised: str() of a dtype is slow for the hot path)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
 def _constexpr_text(value: Any) -> str:
-    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else repr(value)
+    return _dtype_name(value) if isinstance(value, torch.dtype) else repr(value)
 
 
 def _fallback_source_hash(fn: Any) -> str:
