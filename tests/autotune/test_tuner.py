@@ -11,6 +11,7 @@ from autotune import AutotuneCache, Tuner, TuneError
 from autotune.benchmarking import CPUTimer, benchmark
 from kernelforge import autotuning
 from kernelforge.autotuning import Config
+from kernelforge.backends.npu_rules import NPUResourceError
 from kernelforge.errors import CompilationError
 
 
@@ -75,16 +76,17 @@ def test_failing_and_wrong_candidates_are_skipped(fake_target, make_scale, captu
     assert Tuner(search="exhaustive").tune(capture_one(at)).timed == 0
 
 
-def test_compilation_error_scores_infinite(fake_target, fake_jit, capture_one):
+@pytest.mark.parametrize("error", [CompilationError, NPUResourceError])
+def test_compilation_error_scores_infinite(fake_target, fake_jit, capture_one, error):
     def kernel(out, x, n, BLOCK):
         if BLOCK > 16:
-            raise CompilationError("BLOCK too large", kernel="kernel", file="k.py", line=3)
+            raise error("BLOCK too large", kernel="kernel", file="k.py", line=3)
         out.copy_(x * 2)
 
     at = autotuning.autotune(configs=[Config(BLOCK=16), Config(BLOCK=32)], key=["n"])(fake_jit(kernel))
     result = Tuner(search="exhaustive").tune(capture_one(at))
     assert result.best == Config(BLOCK=16)
-    assert result.failures[Config(BLOCK=32).to_json()].startswith("CompilationError")
+    assert result.failures[Config(BLOCK=32).to_json()].startswith(error.__name__)
 
 
 def test_failing_default_is_a_tune_error(fake_target, make_scale, capture_one):
