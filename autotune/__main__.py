@@ -25,6 +25,7 @@ from autotune.cache import AutotuneCache
 from autotune.effort import EFFORTS
 from autotune.search import SEARCHES
 from autotune.tuner import TuneError, TuneResult, Tuner
+from kernelforge.autotuning import Config
 
 
 def format_key(fields: Sequence[str], key: Sequence[Any]) -> str:
@@ -113,6 +114,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         timed = f"{len(entry.timings)}" + (f" ({failed} failed)" if failed else "")
         table.add_row(entry.kernel, format_key(entry.key_fields, entry.key), entry.backend, entry.device,
                       format_config(best[0]) if best else "-", format_time(best[1]) if best else "-", timed)
+        if args.failures:
+            for text, reason in entry.failures.items():
+                table.add_row("", "", "", "", format_config(Config.from_json(text)), "failed", reason)
     Console().print(table)
     return 0
 
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="list cached results")
     show.add_argument("--kernel")
+    show.add_argument("--failures", action="store_true", help="also list failed configs and why")
     show.set_defaults(run=cmd_show)
     sub.add_parser("list", help="list tunable kernels").set_defaults(run=cmd_list)
     export = sub.add_parser("export", help="write every cache entry to one file")

@@ -29,6 +29,8 @@ def test_cli_tune_show_export_import_clear(dsl_backend, kernels_package, tmp_pat
 
     assert main(["show"]) == 0
     assert "double_kernel" in capsys.readouterr().out
+    assert main(["show", "--failures"]) == 0
+    assert "arange" in capsys.readouterr().out
 
     bundle = tmp_path / "bundle.json"
     assert main(["export", str(bundle)]) == 0
