@@ -140,8 +140,10 @@ class JITFunction:
                 out[n] = ir.DType.from_torch(value) if isinstance(value, torch.dtype) else value
         return out
 
-    def _param_types(self, named: Mapping[str, Any]) -> tuple[dict[str, ir.BlockType], torch.device | None]:
-        """Types of the runtime arguments and the device they live on."""
+    def _param_types(self, named: Mapping[str, Any], allow_type_strings: bool = False
+                     ) -> tuple[dict[str, ir.BlockType], torch.device | None]:
+        """Types of the runtime arguments and the device they live on; `specialize` and
+        `source` may give a type string instead of a value."""
         types: dict[str, ir.BlockType] = {}
         device: torch.device | None = None
         device_arg = None
@@ -149,7 +151,7 @@ class JITFunction:
             value = named[n]
             if isinstance(value, ir.BlockType):
                 types[n] = value
-            elif isinstance(value, str):
+            elif isinstance(value, str) and allow_type_strings:
                 types[n] = parse_type(value)
             elif isinstance(value, torch.Tensor):
                 try:
@@ -187,7 +189,7 @@ class JITFunction:
                                 f"runtime arguments ({', '.join(self.runtime_names)}), got {len(args)}")
             named = dict(zip(self.runtime_names, args))
         named = self._bind((), {**named, **constexprs})
-        types, _ = self._param_types(named)
+        types, _ = self._param_types(named, allow_type_strings=True)
         return compile_kernel(self.fn, types, self._constexprs(named))
 
     def source(self, backend: str = "cpu", signature: Mapping[str, str] | None = None, **kwargs: Any) -> str:
@@ -206,7 +208,7 @@ class JITFunction:
             if n not in kwargs and n not in self._defaults:
                 kwargs[n] = given.get(n, "*fp32" if n.endswith("ptr") else "i32")
         named = self._bind((), kwargs)
-        types, _ = self._param_types(named)
+        types, _ = self._param_types(named, allow_type_strings=True)
         kernel = compile_kernel(self.fn, types, self._constexprs(named))
         if backend == "ir":
             return ir.format_kernel(kernel)
@@ -224,21 +226,21 @@ class JITFunction:
         constexprs = self._constexprs(named)
         types, device = self._param_types(named)
         backend_name = select_backend_name(device)
+        backend = get_backend(backend_name)
         type_key = tuple(str(types[n]) for n in self.runtime_names)
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (backend_name, str(device), const_key, type_key)
+        memo_key = (id(backend), str(device), const_key, type_key)
         launch = self._launchers.get(memo_key)
         if launch is None:
-            launch = self._compile(backend_name, types, constexprs, const_key, type_key)
+            launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
             self._launchers[memo_key] = launch
         grid3 = _grid3(grid, named, self.__name__)
         if 0 in grid3:
             return
         launch(grid3, [named[n] for n in self.runtime_names])
 
-    def _compile(self, backend_name: str, types: dict[str, ir.BlockType], constexprs: dict[str, Any],
-                 const_key: tuple, type_key: tuple) -> Callable:
-        backend = get_backend(backend_name)
+    def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
+                 constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:
         key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key, type_key)
         source = cache.get(backend_name, key)
         if source is None:
