@@ -81,20 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
 def build_server(args: argparse.Namespace) -> uvicorn.Server:
     """Load the model into an engine and wrap it in the app; heavy imports happen here."""
     from runtime.engine import EngineArgs, LLMEngine
-    from runtime.sampling_params import SamplingParams
     from runtime.server.app import build_app
-    from runtime.server.async_engine import AsyncEngine
     from runtime.server.context import ServerContext
-    from runtime.server.prompts import PromptProcessor
 
     engine = LLMEngine(EngineArgs(
         model=args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size, kv_cache_memory=args.kv_cache_memory))
-    name = args.served_model_name or args.model or engine.model_config.name
-    ctx = ServerContext(engine=AsyncEngine(engine), prompts=PromptProcessor(engine.tokenizer, args.max_model_len),
-                        model_name=name, model_root=args.model, max_model_len=args.max_model_len,
-                        make_params=SamplingParams, api_key=args.api_key)
+    ctx = ServerContext.for_engine(engine, model_name=args.served_model_name or args.model,
+                                   model_root=args.model, api_key=args.api_key)
     app = build_app(ctx, registry=engine.metrics.registry)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level,
                             timeout_graceful_shutdown=args.shutdown_timeout)

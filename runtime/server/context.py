@@ -26,6 +26,17 @@ class ServerContext:
     make_params: Callable[..., Any]
     api_key: str | None = None
 
+    @classmethod
+    def for_engine(cls, engine: Any, model_name: str | None = None, model_root: str | None = None,
+                   api_key: str | None = None) -> ServerContext:
+        """The context for serving an `LLMEngine` (named after its model unless renamed)."""
+        from runtime.sampling_params import SamplingParams
+
+        max_len = engine.args.max_model_len
+        return cls(engine=AsyncEngine(engine), prompts=PromptProcessor(engine.tokenizer, max_len),
+                   model_name=model_name or engine.model_config.name, model_root=model_root,
+                   max_model_len=max_len, make_params=SamplingParams, api_key=api_key)
+
     def check_model(self, model: str | None) -> None:
         """OpenAI answers a request for a model it does not serve with 404; so do we.
         An omitted model means the one we serve (vLLM's behaviour)."""

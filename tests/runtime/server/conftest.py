@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -55,14 +55,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(api_key: str | None = None) -> Server:
+def _start_server(api_key: str | None = None) -> Server:
     """Start the server and wait until /health answers; fail with its log if it cannot."""
     extra = ["--api-key", api_key] if api_key else []
     port = free_port()
     log = tempfile.NamedTemporaryFile("w", prefix="kf-serve-", suffix=".log", delete=False)
     cmd = [sys.executable, "-m", "runtime.serve", "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN),
-           "--kv-cache-memory", "48MiB", "--uvicorn-log-level", "warning", *extra]
+           "--kv-cache-memory", "48MiB", "--uvicorn-log-level", "info", *extra]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.close()  # the child holds its own descriptor
     server = Server(proc, f"http://127.0.0.1:{port}", log.name, api_key)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -78,17 +79,34 @@ def start_server(api_key: str | None = None) -> Server:
     pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{server.log()}")
 
 
-def stop_server(server: Server, timeout: float = 60) -> int:
-    server.proc.terminate()
-    try:
-        return server.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        raise
+def stop_server(server: Server, timeout: float = 60) -> None:
+    """SIGTERM (kill if it hangs), then delete its log."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+    os.unlink(server.log_path)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    """A factory for servers of a test's own (stopped at the test's end if still running)."""
+    started: list[Server] = []
+
+    def start(api_key: str | None = None) -> Server:
+        started.append(_start_server(api_key))
+        return started[-1]
+
+    yield start
+    for srv in started:
+        stop_server(srv)
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
-    srv = start_server(api_key=API_KEY)
+    srv = _start_server(api_key=API_KEY)
     yield srv
     stop_server(srv)
