@@ -88,8 +88,8 @@ def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
 
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> None:
     """In place: residual += x; x = rms_norm(residual) * weight."""
-    validation.check_rms_norm("fused_add_rms_norm", residual, x, weight, eps)
-    validation.check_same("fused_add_rms_norm", ("x", "residual"), x, residual, "dtype")
+    validation.check_rms_norm("fused_add_rms_norm", residual, x, weight, eps, out_name="residual")
+    validation.check_same("fused_add_rms_norm", ("residual", "x"), residual, x, "dtype")
     x2 = _rows("x", x)
     _launch(x2, x2, _rows("residual", residual), weight, eps, fused_add=True)
 

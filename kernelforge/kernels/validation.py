@@ -53,7 +53,8 @@ def check_same(op: str, names: tuple[str, str], a: Tensor, b: Tensor, what: str 
     """Two tensors must agree in shape (what="shape") or dtype (what="dtype")."""
     va, vb = (tuple(a.shape), tuple(b.shape)) if what == "shape" else (a.dtype, b.dtype)
     if va != vb:
-        _fail(op, f"{names[0]} and {names[1]} must have the same {what}, got {va} and {vb}")
+        _fail(op, f"{names[0]} and {names[1]} must have the same {what}, got {va} and {vb}",
+              ValueError if what == "shape" else TypeError)
 
 
 def reads_contents(*tensors: Tensor) -> bool:
@@ -61,13 +62,14 @@ def reads_contents(*tensors: Tensor) -> bool:
     return os.environ.get("KF_SANITIZE") == "1" or all(t.device.type == "cpu" for t in tensors)
 
 
-def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
+def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float, out_name: str = "out") -> None:
+    """`out_name` is what the caller calls `out` (fused_add_rms_norm's residual)."""
     check_tensor(op, "x", x, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
-    check_tensor(op, "out", out, dtypes=FLOAT_DTYPES, device=x.device, last_dim_contiguous=True)
+    check_tensor(op, out_name, out, dtypes=FLOAT_DTYPES, device=x.device, last_dim_contiguous=True)
     check_tensor(op, "weight", weight, ndim=1, dtypes=FLOAT_DTYPES, device=x.device, last_dim_contiguous=True)
     if x.dim() == 0:
         _fail(op, "x must have at least one dim")
-    check_same(op, ("out", "x"), out, x)
+    check_same(op, (out_name, "x"), out, x)
     if weight.shape[0] != x.shape[-1]:
         _fail(op, f"weight has {weight.shape[0]} elements but the hidden size (x.shape[-1]) is {x.shape[-1]}")
     if not eps >= 0:

@@ -1,0 +1,141 @@
+"""paged_attention (DSL kernel) against the per-sequence torch reference, on cpu and interpret."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_cases import ATTN_TOL, DTYPES, PagedBatch, backend_param, make_paged_batch, sequences
+
+import kernelforge as kf
+from kernelforge.kernels import paged_attention, reference
+
+attention_module = importlib.import_module("kernelforge.kernels.paged_attention")
+
+
+def run_both(backend: str, batch: PagedBatch, causal: bool = True, window: int | None = None):
+    head_size = batch.query.shape[-1]
+    scale = head_size ** -0.5
+    out = torch.full_like(batch.query, float("nan"))
+    expected = torch.full_like(batch.query, float("nan"))
+    with kf.backend(backend):
+        paged_attention(out, *batch.args(), scale, causal=causal, sliding_window=window)
+    reference.paged_attention(expected, *batch.args(), scale, causal=causal, sliding_window=window)
+    return out, expected
+
+
+def check(backend: str, batch: PagedBatch, dtype: torch.dtype, causal: bool = True, window: int | None = None):
+    out, expected = run_both(backend, batch, causal, window)
+    # NaN rows are rows no sequence owns: the kernel must leave them alone too.
+    torch.testing.assert_close(out.float(), expected.float(), equal_nan=True, **ATTN_TOL[dtype])
+
+
+@st.composite
+def attention_cases(draw, head_sizes, block_sizes, max_seqs, max_ctx, max_group):
+    block_size = draw(st.sampled_from(block_sizes))
+    q_lens, ctx_lens = draw(sequences(block_size, max_seqs, max_ctx))
+    num_kv_heads = draw(st.integers(1, 2))
+    group = draw(st.integers(1, max_group))  # 1: MHA; num_kv_heads == 1 and group > 1: MQA
+    return dict(
+        q_lens=q_lens, ctx_lens=ctx_lens, num_heads=num_kv_heads * group, num_kv_heads=num_kv_heads,
+        head_size=draw(st.sampled_from(head_sizes)), block_size=block_size,
+        dtype=draw(st.sampled_from(DTYPES)), seed=draw(st.integers(0, 2**16)),
+        pad_tokens=draw(st.sampled_from([0, 0, 2])),
+    ), draw(st.sampled_from([None, None, 1, 5, 40]))
+
+
+@pytest.mark.slow
+@given(case=attention_cases(head_sizes=[64, 80, 96, 128, 256], block_sizes=[16, 32, 64], max_seqs=5,
+                            max_ctx=150, max_group=5))
+def test_matches_reference_cpu(case):
+    spec, window = case
+    check("cpu", make_paged_batch(**spec), spec["dtype"], window=window)
+
+
+@pytest.mark.slow
+@settings(max_examples=8)
+@given(case=attention_cases(head_sizes=[64, 128], block_sizes=[16, 32, 64], max_seqs=3, max_ctx=70, max_group=3))
+@pytest.mark.parametrize("backend", [backend_param("interpret")])
+def test_matches_reference_interpret(backend, case):
+    spec, window = case
+    check(backend, make_paged_batch(**spec), spec["dtype"], window=window)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixed_batch_with_empty_slots(backend, dtype):
+    """Decode, empty slot, chunked prefill over cached blocks and a fresh prefill in one batch."""
+    batch = make_paged_batch(q_lens=[1, 0, 5, 17], ctx_lens=[33, 12, 40, 17], num_heads=6, num_kv_heads=2,
+                             head_size=64, block_size=16, dtype=dtype, seed=1, pad_tokens=3)
+    check(backend, batch, dtype)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("window", [1, 7, 64])
+def test_sliding_window(backend, window):
+    batch = make_paged_batch(q_lens=[1, 30], ctx_lens=[100, 60], num_heads=4, num_kv_heads=1, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=2)
+    check(backend, batch, torch.float32, window=window)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+def test_non_causal_sees_the_whole_context(backend):
+    batch = make_paged_batch(q_lens=[4, 1], ctx_lens=[20, 9], num_heads=2, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=3)
+    check(backend, batch, torch.float32, causal=False)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("segments", [2, 4])
+def test_split_kv_matches_reference(backend, segments, monkeypatch):
+    """The split-KV path, forced on small shapes: contexts shorter than the segment count
+    leave some segments empty, which the merge must ignore."""
+    monkeypatch.setattr(attention_module, "num_kv_segments", lambda *args: segments)
+    batch = make_paged_batch(q_lens=[1, 1, 0, 1], ctx_lens=[70, 1, 5, 33], num_heads=6, num_kv_heads=3,
+                             head_size=64, block_size=16, dtype=torch.float32, seed=4, pad_tokens=1)
+    check(backend, batch, torch.float32)
+    check(backend, batch, torch.float32, window=20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_kv_chosen_for_long_decode(dtype):
+    """A single long decode on the CPU backend takes the split path by the rule, and matches."""
+    batch = make_paged_batch(q_lens=[1, 1], ctx_lens=[2048, 700], num_heads=9, num_kv_heads=3, head_size=64,
+                             block_size=16, dtype=dtype, seed=5)
+    assert attention_module.num_kv_segments(2, 3, 1, 2048, torch.device("cpu")) > 1
+    check("cpu", batch, dtype)
+
+
+def test_split_rule():
+    cpu = torch.device("cpu")
+    split = attention_module.num_kv_segments
+    assert split(1, 3, 1, 2048, cpu) > 1, "one long decode is split"
+    assert split(1, 3, 4, 2048, cpu) == 1, "a batch with prefill is never split"
+    assert split(1, 3, 1, 128, cpu) == 1, "short contexts are not split"
+    assert split(512, 8, 1, 2048, cpu) == 1, "enough work items already"
+    assert split(1, 1, 1, 1 << 20, cpu) <= attention_module.MAX_SEGMENTS
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+def test_zero_tokens_and_all_empty_slots_are_no_ops(backend):
+    batch = make_paged_batch(q_lens=[0, 0], ctx_lens=[3, 20], num_heads=2, num_kv_heads=1, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=6, pad_tokens=2)
+    out, _ = run_both(backend, batch)
+    assert out.isnan().all()
+
+
+def test_reference_matches_sdpa():
+    """The oracle itself, on one contiguous prefill, against torch's fused attention."""
+    batch = make_paged_batch(q_lens=[37], ctx_lens=[37], num_heads=4, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=7)
+    out = torch.empty_like(batch.query)
+    reference.paged_attention(out, *batch.args(), 0.125)
+    k = reference.gather_kv(batch.key_cache, batch.block_table[0], 37).repeat_interleave(2, dim=1)
+    v = reference.gather_kv(batch.value_cache, batch.block_table[0], 37).repeat_interleave(2, dim=1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        batch.query.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True, scale=0.125)
+    torch.testing.assert_close(out, sdpa.transpose(0, 1), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,112 @@
+"""The public ops reject bad arguments with errors that name the argument, before launching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_cases import make_paged_batch
+
+from kernelforge.kernels import fused_add_rms_norm, paged_attention, reshape_and_cache, rms_norm, rotary_embedding
+
+
+def attention_call(**changes):
+    batch = make_paged_batch(q_lens=[1, 3], ctx_lens=[20, 3], num_heads=4, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=0)
+    args = dict(out=torch.empty_like(batch.query), query=batch.query, key_cache=batch.key_cache,
+                value_cache=batch.value_cache, block_table=batch.block_table, cu_seqlens_q=batch.cu_seqlens_q,
+                seqused_k=batch.seqused_k, max_seqlen_q=batch.max_seqlen_q, max_seqlen_k=batch.max_seqlen_k,
+                softmax_scale=0.125)
+    args.update({k: (v(args) if callable(v) else v) for k, v in changes.items()})
+    return lambda: paged_attention(**args)
+
+
+ATTENTION_ERRORS = [
+    (dict(query=lambda a: a["query"].half()), TypeError, "out and query must have the same dtype"),
+    (dict(out=lambda a: a["out"][:1]), ValueError, "out and query must have the same shape"),
+    (dict(query=lambda a: a["query"][..., :32], out=lambda a: a["out"][..., :32]), ValueError, "head size"),
+    (dict(key_cache=lambda a: a["key_cache"][:, :, :1].contiguous()), ValueError, "value_cache"),
+    (dict(block_table=lambda a: a["block_table"].long()), TypeError, "block_table"),
+    (dict(cu_seqlens_q=lambda a: a["cu_seqlens_q"][:2]), ValueError, "cu_seqlens_q"),
+    (dict(cu_seqlens_q=lambda a: torch.tensor([0, 3, 1], dtype=torch.int32)), ValueError, "cu_seqlens_q"),
+    (dict(seqused_k=lambda a: torch.tensor([20, 2], dtype=torch.int32)), ValueError, "seqused_k"),
+    (dict(seqused_k=lambda a: torch.tensor([20, 50], dtype=torch.int32), max_seqlen_k=50), ValueError, "block_table"),
+    (dict(max_seqlen_k=4), ValueError, "max_seqlen_k"),
+    (dict(max_seqlen_q=1), ValueError, "max_seqlen_q"),
+    (dict(block_table=lambda a: a["block_table"].clone().fill_(99)), ValueError, "block_table holds block"),
+    (dict(softmax_scale=0.0), ValueError, "softmax_scale"),
+    (dict(query=lambda a: a["query"].numpy()), TypeError, "query must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), ATTENTION_ERRORS)
+def test_paged_attention_rejects(changes, error, message):
+    with pytest.raises(error, match=message):
+        attention_call(**changes)()
+
+
+def test_paged_attention_rejects_bad_window_and_gqa():
+    with pytest.raises(ValueError, match="sliding_window"):
+        paged_attention(**{**_attention_kwargs(), "sliding_window": 0})
+    kwargs = _attention_kwargs()
+    bad_heads = kwargs["query"][:, :3].contiguous()
+    with pytest.raises(ValueError, match="not a multiple of the cache's num_kv_heads"):
+        paged_attention(**{**kwargs, "query": bad_heads, "out": torch.empty_like(bad_heads)})
+
+
+def _attention_kwargs() -> dict:
+    batch = make_paged_batch(q_lens=[2], ctx_lens=[9], num_heads=4, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=1)
+    return dict(out=torch.empty_like(batch.query), query=batch.query, key_cache=batch.key_cache,
+                value_cache=batch.value_cache, block_table=batch.block_table, cu_seqlens_q=batch.cu_seqlens_q,
+                seqused_k=batch.seqused_k, max_seqlen_q=2, max_seqlen_k=9, softmax_scale=0.125)
+
+
+def test_rms_norm_rejects():
+    x = torch.randn(4, 64)
+    with pytest.raises(ValueError, match="weight has 32 elements"):
+        rms_norm(torch.empty_like(x), x, torch.ones(32), 1e-6)
+    with pytest.raises(ValueError, match="out and x must have the same shape"):
+        rms_norm(torch.empty(4, 65), x, torch.ones(64), 1e-6)
+    with pytest.raises(TypeError, match="x has dtype torch.int32"):
+        rms_norm(torch.empty(4, 64), x.int(), torch.ones(64), 1e-6)
+    with pytest.raises(ValueError, match="x must be contiguous in its last dim"):
+        rms_norm(torch.empty(64, 4), x.t(), torch.ones(4), 1e-6)
+    with pytest.raises(ValueError, match="eps"):
+        rms_norm(torch.empty_like(x), x, torch.ones(64), -1.0)
+    with pytest.raises(TypeError, match="residual and x must have the same dtype"):
+        fused_add_rms_norm(x, x.half(), torch.ones(64), 1e-6)
+
+
+def test_rotary_embedding_rejects():
+    q = torch.randn(3, 4 * 64)
+    cache = torch.randn(10, 64)
+    with pytest.raises(ValueError, match="positions has 2 elements"):
+        rotary_embedding(torch.arange(2), q, None, 64, cache, True)
+    with pytest.raises(ValueError, match="not a multiple of head_size"):
+        rotary_embedding(torch.arange(3), q, None, 60, cache, True)
+    with pytest.raises(ValueError, match="rot_dim"):
+        rotary_embedding(torch.arange(3), q, None, 32, cache, True)
+    with pytest.raises(ValueError, match="key has 2 tokens"):
+        rotary_embedding(torch.arange(3), q, torch.randn(2, 64), 64, cache, True)
+    with pytest.raises(ValueError, match=r"positions must lie in \[0, 10\)"):
+        rotary_embedding(torch.tensor([0, 3, 10]), q, None, 64, cache, True)
+    with pytest.raises(TypeError, match="positions has dtype torch.float32"):
+        rotary_embedding(torch.zeros(3), q, None, 64, cache, True)
+
+
+def test_reshape_and_cache_rejects():
+    key = torch.randn(3, 2, 64)
+    cache = torch.zeros(2, 16, 2, 64)
+    slots = torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="slot_mapping holds slot 32"):
+        reshape_and_cache(key, key, cache, cache.clone(), torch.tensor([0, 1, 32]))
+    with pytest.raises(ValueError, match="slot_mapping has 2 entries"):
+        reshape_and_cache(key, key, cache, cache.clone(), slots[:2])
+    with pytest.raises(TypeError, match="key has dtype torch.float16 but key_cache"):
+        reshape_and_cache(key.half(), key.half(), cache, cache.clone(), slots)
+    with pytest.raises(ValueError, match="key heads"):
+        reshape_and_cache(key[:, :1], key[:, :1], cache, cache.clone(), slots)
+    with pytest.raises(ValueError, match="key_cache and value_cache must have the same shape"):
+        reshape_and_cache(key, key, cache, cache[:1].clone(), slots)
+    with pytest.raises(ValueError, match="key's heads must be contiguous"):
+        reshape_and_cache(key.transpose(0, 1).contiguous().transpose(0, 1), key, cache, cache.clone(), slots)
