@@ -76,6 +76,7 @@ def call_builtin(b: Builder, name: str, args: tuple, kwargs: dict[str, Any]) -> 
         bound = inspect.signature(declaration).bind(*args, **kwargs)
     except TypeError as exc:
         raise SemanticError(f"kl.{name}(): {exc}") from None
+    bound.apply_defaults()
     renames = _RENAMED.get(name, {})
     values = {renames.get(k, k): v for k, v in bound.arguments.items()}
     return impl(b, **values)
