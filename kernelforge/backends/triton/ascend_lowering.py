@@ -20,41 +20,12 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass
-
 from kernelforge import ir
 from kernelforge.backends import npu_rules
 from kernelforge.backends.triton import emitter, loader
+from kernelforge.backends.triton.examples import Lowering
 
 TARGET_ARCH = "Ascend910B3"
-
-_SHORT = {
-    ir.DType.int1: "i1", ir.DType.int8: "i8", ir.DType.int16: "i16", ir.DType.int32: "i32",
-    ir.DType.int64: "i64", ir.DType.uint8: "u8", ir.DType.float16: "fp16", ir.DType.bfloat16: "bf16",
-    ir.DType.float32: "fp32", ir.DType.float64: "fp64",
-}
-
-
-@dataclass
-class Lowering:
-    """How far one kernel got: `stage` is the last stage reached, `error` why it stopped."""
-
-    kernel: str
-    signature: str
-    ub_bytes: int
-    stage: str  # "ir", "ttir", "linalg" or "npubin"
-    error: str = ""
-    skipped: bool = False  # stopped only because bishengir-compile (CANN) is missing
-
-    @property
-    def ok(self) -> bool:
-        return not self.error or self.skipped
-
-
-def triton_types(kernel: ir.Kernel) -> list[str]:
-    """Triton's type string for each runtime parameter ('*bf16', 'i32', 'fp32', ...)."""
-    return [("*" if p.is_pointer else "") + _SHORT[p.var.type.dtype] for p in kernel.params]
-
 
 def lower(kernel: ir.Kernel, key: str) -> Lowering:
     """Runs `kernel` through the NPU rules and triton-ascend's stages (see the module docstring)."""
@@ -62,12 +33,11 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource, make_backend
 
-    types = triton_types(kernel)
-    sig_text = ", ".join(types)
+    types = emitter.triton_types(kernel)
     try:
         ub = npu_rules.check_ub(kernel).peak_bytes
     except npu_rules.NPUResourceError as exc:
-        return Lowering(kernel.name, sig_text, 0, "ir", _first_line(exc.message))
+        return Lowering("ir", error=first_line(exc.message))
     source = emitter.generate(kernel, emitter.NATIVE)
     module = loader.import_source(source, f"ascend_{key}", interpret=False)
     fn = getattr(module, emitter.python_name(kernel.name))
@@ -83,7 +53,7 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
     context = tir.context()
     tir.load_dialects(context)
     backend.load_dialects(context)
-    result = Lowering(kernel.name, sig_text, ub, "ir")
+    result = Lowering("ir", note=f"UB {ub / 1024:5.1f} KiB")
     try:
         src = ASTSource(fn, signature, constants)
         module_ir = src.make_ir(options, backend.get_codegen_implementation(), backend.get_module_map(), context)
@@ -92,7 +62,7 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
         linalg = stages["ttadapter"](module_ir, metadata)
         result.stage = "linalg"
     except Exception as exc:  # noqa: BLE001 - any compiler failure is this kernel's result
-        result.error = _compiler_error(exc)
+        result.error = compiler_error(exc)
         return result
     if not _bishengir_available():
         result.error, result.skipped = "bishengir-compile not found (CANN is not installed)", True
@@ -101,7 +71,7 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
         stages["npubin"](linalg, metadata)
         result.stage = "npubin"
     except Exception as exc:  # noqa: BLE001
-        result.error = _compiler_error(exc)
+        result.error = compiler_error(exc)
     return result
 
 
@@ -113,14 +83,14 @@ def _bishengir_available() -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _compiler_error(exc: BaseException) -> str:
+def compiler_error(exc: BaseException) -> str:
     """The first informative line of a compiler failure (subprocess stderr included)."""
     stderr = getattr(exc, "stderr", None)
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or "")
-    return _first_line(text) or _first_line(f"{type(exc).__name__}: {exc}")
+    return first_line(text) or first_line(f"{type(exc).__name__}: {exc}")
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     for line in text.splitlines():
         if "Assertion" in line:  # an LLVM assert: the condition says more than the path before it
             return line[line.index("Assertion"):].strip()[:300]

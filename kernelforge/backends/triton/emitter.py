@@ -74,6 +74,18 @@ def generate(kernel: ir.Kernel, flavour: str = NATIVE) -> str:
     return _Emitter(lower_returns(kernel), flavour).module()
 
 
+_SIGNATURE_TYPES = {
+    ir.DType.int1: "i1", ir.DType.int8: "i8", ir.DType.int16: "i16", ir.DType.int32: "i32",
+    ir.DType.int64: "i64", ir.DType.uint8: "u8", ir.DType.float16: "fp16", ir.DType.bfloat16: "bf16",
+    ir.DType.float32: "fp32", ir.DType.float64: "fp64",
+}
+
+
+def triton_types(kernel: ir.Kernel) -> list[str]:
+    """Triton's type string for each runtime parameter ('*bf16', 'i32', 'fp32', ...)."""
+    return [("*" if p.is_pointer else "") + _SIGNATURE_TYPES[p.var.type.dtype] for p in kernel.params]
+
+
 def python_name(name: str) -> str:
     """`name` made safe to use as a Python identifier in generated code."""
     safe = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "v"
