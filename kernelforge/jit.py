@@ -25,6 +25,7 @@ import torch
 
 from kernelforge import cache, ir
 from kernelforge.backends import get_backend, select_backend_name
+from kernelforge.errors import CompilationError
 from kernelforge.frontend import JIT_ATTR, FunctionSource, compile_kernel
 from kernelforge.language.core import constexpr
 
@@ -102,8 +103,14 @@ class JITFunction:
         """sha256 over this function's source and that of every jit function it calls."""
         if self._source_hash is None:
             digest = hashlib.sha256()
-            for fn in _jit_closure(self.fn):
-                digest.update(FunctionSource.of(fn).text.encode())
+            try:
+                for fn in _jit_closure(self.fn):
+                    digest.update(FunctionSource.of(fn).text.encode())
+            except OSError as exc:
+                code = self.fn.__code__
+                raise CompilationError(f"cannot read the source of the kernel (define kernels in a file): {exc}",
+                                       kernel=self.__name__, file=code.co_filename,
+                                       line=code.co_firstlineno) from None
             self._source_hash = digest.hexdigest()
         return self._source_hash
 

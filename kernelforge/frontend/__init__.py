@@ -27,17 +27,30 @@ def compile_kernel(fn: Callable, param_types: Mapping[str, ir.BlockType],
     try:
         src = FunctionSource.of(fn)
     except (OSError, TypeError) as exc:
-        raise CompilationError(f"cannot read the source of the kernel: {exc}", kernel=fn.__name__,
-                               file=getattr(fn.__code__, "co_filename", "<unknown>"),
+        raise CompilationError(f"cannot read the source of the kernel (define kernels in a file): {exc}",
+                               kernel=fn.__name__, file=fn.__code__.co_filename,
                                line=fn.__code__.co_firstlineno) from None
+    try:
+        return _compile(fn, src, param_types, constexprs)
+    except CompilationError:
+        raise
+    except Exception as exc:  # a compiler bug outside any statement: still name the kernel
+        raise _at_def(src, f"internal compiler error: {type(exc).__name__}: {exc}") from exc
+
+
+def _at_def(src: FunctionSource, message: str) -> CompilationError:
+    return CompilationError(message, kernel=src.fn.__name__, file=src.file, line=src.line_of(src.tree),
+                            source_line=src.source_line(src.tree), col=src.col_of(src.tree))
+
+
+def _compile(fn: Callable, src: FunctionSource, param_types: Mapping[str, ir.BlockType],
+             constexprs: Mapping[str, Any]) -> ir.Kernel:
     builder = Builder()
     scope: dict[str, Any] = {}
     params: list[ir.Param] = []
     for name, p in inspect.signature(fn).parameters.items():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise CompilationError("kernels cannot take *args or **kwargs", kernel=fn.__name__,
-                                   file=src.file, line=src.line_of(src.tree),
-                                   source_line=src.source_line(src.tree), col=src.col_of(src.tree))
+            raise _at_def(src, "kernels cannot take *args or **kwargs")
         if name in constexprs:
             scope[name] = constexprs[name]
             continue
@@ -52,7 +65,5 @@ def compile_kernel(fn: Callable, param_types: Mapping[str, ir.BlockType],
     try:
         ir.verify(kernel)
     except ir.VerificationError as exc:
-        raise CompilationError(f"internal compiler error: the frontend produced invalid IR: {exc}",
-                               kernel=fn.__name__, file=src.file, line=src.line_of(src.tree),
-                               source_line=src.source_line(src.tree), col=src.col_of(src.tree)) from None
+        raise _at_def(src, f"internal compiler error: the frontend produced invalid IR: {exc}") from None
     return kernel

@@ -105,6 +105,17 @@ def segment_sum_kernel(x_ptr, starts_ptr, counts_ptr, out_ptr, STEP: kl.constexp
 
 
 @kf.jit
+def pointer_walk_kernel(x_ptr, out_ptr, n_chunks, BLOCK: kl.constexpr):
+    """Sums n_chunks consecutive chunks of BLOCK by advancing a block of pointers in the loop."""
+    ptrs = x_ptr + kl.program_id(0) * n_chunks * BLOCK + kl.arange(0, BLOCK)
+    acc = kl.zeros((BLOCK,), dtype=kl.float32)
+    for _ in range(n_chunks):
+        acc += kl.load(ptrs)
+        ptrs += BLOCK
+    kl.store(out_ptr + kl.program_id(0) * BLOCK + kl.arange(0, BLOCK), acc)
+
+
+@kf.jit
 def branch_kernel(x_ptr, out_ptr, n, BLOCK: kl.constexpr):
     """Per-program control flow: programs with pid % 3 == 0 return early, odd ones
     double, the rest add one; all others also record their pid afterwards."""
@@ -275,6 +286,7 @@ CASES: list[Case] = [
          {"BM": 16, "BN": 16, "BK": 16}, (2, 2)),
     Case("segment_sum", segment_sum_kernel, (_f32(64), _i32([0, 5, 9]), _i32([3, 0, 7]), _f32(3)),
          {"STEP": 2}, (3,)),
+    Case("pointer_walk", pointer_walk_kernel, (_f32(2, 3, 16), _f32(2, 16), 3), {"BLOCK": 16}, (2,)),
     Case("branch", branch_kernel, (_f32(100), _f32(100), 100), {"BLOCK": 16}, (7,)),
     Case("early_exit_loop", early_exit_loop_kernel, (_f32(10), _i32([0, 3, 20]), _f32(3), 10), {}, (3,)),
     Case("static_range", static_range_kernel, (_f32(40), _f32(40), 40), {"BLOCK": 16, "TAPS": 3}, (3,)),

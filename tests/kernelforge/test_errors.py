@@ -7,6 +7,7 @@ import inspect
 import pickle
 
 import pytest
+import torch
 
 import kernelforge as kf
 import kernelforge.language as kl
@@ -243,3 +244,13 @@ def test_kernel_fault_message_names_kernel_source_offset_and_size():
 
 def test_compilation_error_is_exported():
     assert kf.CompilationError is CompilationError and kf.KernelFault is KernelFault
+
+
+def test_kernels_without_a_source_file_fail_clearly():
+    namespace: dict = {}
+    exec("def made_by_exec(x_ptr):\n    pass\n", {"kl": kl}, namespace)
+    fn = kf.jit(namespace["made_by_exec"])
+    with pytest.raises(CompilationError, match="cannot read the source of the kernel"):
+        fn.source("ir")
+    with pytest.raises(CompilationError, match="made_by_exec"):
+        fn[(1,)](torch.zeros(1))

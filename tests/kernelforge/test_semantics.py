@@ -106,6 +106,15 @@ def test_for_loop_with_per_program_trip_counts(backend, counts, step, seed):
     close(out, expected)
 
 
+@given(programs=st.integers(1, 4), chunks=st.integers(0, 5), seed=seeds)
+def test_loop_carried_pointer_blocks(backend, programs, chunks, seed):
+    x = rand(seed, programs, chunks, 16)
+    out = torch.full((programs, 16), -1.0)
+    with kf.backend(backend):
+        sc.pointer_walk_kernel[(programs,)](x, out, chunks, BLOCK=16)
+    close(out, x.sum(1))
+
+
 @given(n=st.integers(1, 200), seed=seeds)
 def test_per_program_if_else_and_early_return(backend, n, seed):
     x = rand(seed, n)
