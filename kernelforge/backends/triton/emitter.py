@@ -32,6 +32,7 @@ import math
 import torch
 
 from kernelforge import ir
+from kernelforge.errors import CompilationError
 from kernelforge.backends.triton.returns import lower_returns
 
 NATIVE = "triton"
@@ -322,6 +323,9 @@ class _Emitter:
         if op == "expand_dims":
             return f"tl.expand_dims({self.operand(args[0])}, {attrs['axis']})"
         if op == "reshape":
+            if not dst.shape:  # Triton cannot reshape to a scalar: reduce the single element
+                flat = f"tl.reshape({self.operand(args[0])}, (1,))"
+                return self.back_to_half(f"tl.max({flat}, axis=0)", dtype)
             return f"tl.reshape({self.operand(args[0])}, {_shape(dst.shape)})"
         if op == "trans":
             perm = tuple(attrs["perm"])
@@ -366,10 +370,9 @@ class _Emitter:
         keep_arg = ", keep_dims=True" if keep else ""
         if op == "argmax" and axis is None:
             flat = f"tl.reshape({x}, ({src.type.numel},))"
-            expr = f"tl.argmax({flat}, 0)"
             if keep:
-                expr = f"tl.reshape({expr}, {_shape((1,) * len(src.type.shape))})"
-            return expr
+                return f"tl.reshape(tl.argmax({flat}, 0, keep_dims=True), {_shape((1,) * len(src.type.shape))})"
+            return f"tl.argmax({flat}, 0)"
         axis_arg = "" if axis is None else f", axis={axis}"
         if op == "sum":
             held = self.held(dst.dtype)
@@ -409,6 +412,12 @@ class _Emitter:
         ptr, value, *mask = stmt.args
         v = self.operand(value)
         pointee = ptr.type.dtype
+        if self.interpret and pointee is ir.DType.bfloat16:
+            loc = stmt.loc or ir.Loc(self.kernel.file, self.kernel.line, 0, "")
+            raise CompilationError(
+                "atomic_add on a bfloat16 pointer cannot run under Triton's interpreter (it has no "
+                "bf16 atomics); use the cpu backend, or accumulate into a float32 buffer",
+                kernel=self.kernel.name, file=loc.file, line=loc.line, source_line=loc.source, col=loc.col)
         half = self.interpret and pointee in _HALF
         if half and isinstance(value, ir.Var):
             v = f"{v}.to({pointee.triton_name})"

@@ -89,14 +89,21 @@ def _interpret_env(interpret: bool) -> Iterator[None]:
 
 def interpreted_call(launch: Callable[..., None]) -> Callable[..., None]:
     """`launch`, with device-side calls of library `JITFunction`s interpreted."""
-    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.interpreter import InterpretedFunction, _patch_lang
     from triton.runtime.jit import JITFunction
 
     interpreted: dict[int, InterpretedFunction] = {}
 
     def call(self, *args, **kwargs):
+        # What InterpretedFunction.__call__ does, except that the patches it applies to
+        # `triton.language` are undone afterwards: left in place they break every later
+        # compile (not interpreted) of a kernel in this process.
         fn = interpreted.setdefault(id(self), InterpretedFunction(self.fn))
-        return fn(*args, **kwargs)
+        scope = _patch_lang(self.fn)
+        try:
+            return fn.rewrite()(*args, **kwargs)
+        finally:
+            scope.restore()
 
     def run(grid, args) -> None:
         # The interpreter itself patches `triton.language` for the launch; launches are

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kernelforge import ir
+from kernelforge.errors import CompilationError
 from kernelforge.backends.triton import InterpretBackend, emitter
 from kernelforge.backends.triton.returns import lower_returns
 
@@ -175,7 +176,8 @@ def test_dot_reductions_and_casts():
     assert torch.equal(arg, prod_ref.argmax(1).int())
 
 
-def test_native_flavour_keeps_ir_dtypes_for_half_math():
+def half_math_kernel() -> ir.Kernel:
+    """x[0] = sum over 8 copies of exp(x[0]) / 3, all in bf16."""
     kb = KernelBuilder("half_math")
     x = kb.param("x", D.bfloat16, ptr=True)
     v = kb.op("load", x)
@@ -183,11 +185,68 @@ def test_native_flavour_keeps_ir_dtypes_for_half_math():
     q = kb.op("truediv", e, c(3.0, D.bfloat16))
     s = kb.op("sum", kb.op("full", q, type=t(D.bfloat16, 8)), type=t(D.bfloat16), axis=None, keep_dims=False)
     kb.store(x, s)
-    src = emitter.generate(kb.build(), emitter.NATIVE)
+    return kb.build()
+
+
+def test_native_flavour_keeps_ir_dtypes_for_half_math():
+    src = emitter.generate(half_math_kernel(), emitter.NATIVE)
     assert "tl.exp(t1.to(tl.float32)).to(tl.bfloat16)" in src
     assert "(t2 / 3.0).to(tl.bfloat16)" in src
     assert "tl.sum(t4.to(tl.float32)).to(tl.bfloat16)" in src
     xs = torch.tensor([0.5]).bfloat16()
-    run(kb.kernel, (1,), xs)
+    run(half_math_kernel(), (1,), xs)
     ref = ((torch.tensor([0.5]).bfloat16().exp() / 3.0).float() * 8).bfloat16()
     torch.testing.assert_close(xs, ref, rtol=0, atol=0)
+
+
+def test_bit_ops_shapes_and_float_division():
+    kb = KernelBuilder("misc")
+    xi, xf, oi, of, am = (kb.param(n, dt, ptr=True) for n, dt in
+                          (("xi", D.int32), ("xf", D.float32), ("oi", D.int32), ("of", D.float32), ("am", D.int32)))
+    offs = kb.op("arange", type=t(D.int32, 8), start=0, end=8)
+    vi = kb.op("load", kb.op("addptr", kb.op("full", xi, type=t(D.int32, 8, ptr=True)), offs))
+    vf = kb.op("load", kb.op("addptr", kb.op("full", xf, type=t(D.float32, 8, ptr=True)), offs))
+    bits = kb.op("xor", kb.op("shl", vi, c(2)), kb.op("shr", vi, c(1)))
+    bits = kb.op("add", bits, kb.op("cast", kb.op("not", kb.op("lt", vi, c(0))), type=t(D.int32, 8)))
+    bits = kb.op("and", kb.op("invert", bits), c(0xFFFF))
+    flipped = kb.op("reshape", kb.op("trans", kb.op("reshape", bits, type=t(D.int32, 2, 4)), perm=(1, 0),
+                                     type=t(D.int32, 4, 2)), type=t(D.int32, 8))
+    cube = kb.op("reshape", vf, type=t(D.float32, 2, 2, 2))
+    perm = kb.op("reshape", kb.op("trans", cube, perm=(2, 0, 1), type=t(D.float32, 2, 2, 2)), type=t(D.float32, 8))
+    div = kb.op("add", kb.op("floordiv", perm, c(0.75, D.float32)), kb.op("mod", vf, c(0.75, D.float32)))
+    kb.store(kb.op("addptr", kb.op("full", oi, type=t(D.int32, 8, ptr=True)), offs), flipped)
+    kb.store(kb.op("addptr", kb.op("full", of, type=t(D.float32, 8, ptr=True)), offs), div)
+    best = kb.op("argmax", cube, type=t(D.int32, 1, 1, 1), axis=None, keep_dims=True)
+    kb.store(am, kb.op("add", kb.op("reshape", best, type=t(D.int32)),
+                       kb.op("argmax", cube, type=t(D.int32), axis=None, keep_dims=False)))
+    vi_t = torch.tensor([-5, -1, 0, 1, 2, 3, 100, -77], dtype=torch.int32)
+    vf_t = torch.tensor([-2.5, -1.0, 0.3, 1.6, 2.0, 9.5, -0.1, 4.0])
+    oi_t, of_t, am_t = torch.empty_like(vi_t), torch.empty_like(vf_t), torch.empty(1, dtype=torch.int32)
+    run(kb.build(), (1,), vi_t, vf_t, oi_t, of_t, am_t)
+    ref_bits = ~(((vi_t << 2) ^ (vi_t >> 1)) + (vi_t >= 0).int()) & 0xFFFF
+    assert oi_t.tolist() == ref_bits.view(2, 4).T.reshape(8).tolist()
+    ref_perm = vf_t.view(2, 2, 2).permute(2, 0, 1).reshape(8)
+    torch.testing.assert_close(of_t, torch.floor(ref_perm / 0.75) + torch.fmod(vf_t, 0.75))
+    assert am_t.item() == 2 * int(vf_t.argmax())
+
+
+def test_bf16_atomics_are_rejected_under_the_interpreter():
+    kb = KernelBuilder("acc")
+    o = kb.param("o", D.bfloat16, ptr=True)
+    kb.op("atomic_add", o, c(1.0, D.bfloat16), type=t(D.bfloat16))
+    with pytest.raises(CompilationError, match="no bf16 atomics"):
+        emitter.generate(kb.build(), emitter.INTERPRET)
+    assert "tl.atomic_add(o, 1.0)" in emitter.generate(kb.kernel, emitter.NATIVE)
+
+
+def test_fp16_atomic_add_accumulates_colliding_addresses():
+    kb = KernelBuilder("acc16")
+    o, x = kb.param("o", D.float16, ptr=True), kb.param("x", D.float16, ptr=True)
+    offs = kb.op("arange", type=t(D.int32, 8), start=0, end=8)
+    v = kb.op("load", kb.op("addptr", kb.op("full", x, type=t(D.float16, 8, ptr=True)), offs))
+    idx = kb.op("floordiv", offs, c(2))
+    kb.op("atomic_add", kb.op("addptr", kb.op("full", o, type=t(D.float16, 8, ptr=True)), idx), v,
+          type=t(D.float16, 8))
+    out = torch.zeros(4, dtype=torch.float16)
+    run(kb.build(), (2,), out, torch.arange(1, 9, dtype=torch.float16))
+    assert out.tolist() == [6.0, 14.0, 22.0, 30.0]
