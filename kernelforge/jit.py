@@ -50,18 +50,25 @@ def parse_type(text: str) -> ir.BlockType:
     return ir.BlockType(dtype, (), is_pointer)
 
 
+# Prebuilt so that typing the arguments of a launch costs dictionary lookups only.
+_POINTER_TYPES = {d.torch_dtype: ir.BlockType(d, (), True) for d in ir.DType}
+_DTYPES = {d.torch_dtype: d for d in ir.DType}
+_BOOL, _I32, _I64, _F32 = (ir.BlockType(d) for d in (ir.DType.int1, ir.DType.int32, ir.DType.int64,
+                                                      ir.DType.float32))
+
+
 def scalar_type(value: Any) -> ir.BlockType:
     """Type of a Python scalar argument (Triton's choice: int32 unless it needs int64)."""
     if isinstance(value, bool):
-        return ir.BlockType(ir.DType.int1)
+        return _BOOL
     if isinstance(value, int):
         if -2**31 <= value < 2**31:
-            return ir.BlockType(ir.DType.int32)
+            return _I32
         if -2**63 <= value < 2**63:
-            return ir.BlockType(ir.DType.int64)
+            return _I64
         raise ValueError(f"integer {value} does not fit in int64")
     if isinstance(value, float):
-        return ir.BlockType(ir.DType.float32)
+        return _F32
     raise TypeError(f"unsupported argument type {type(value).__name__}")
 
 
@@ -85,6 +92,7 @@ class JITFunction:
         self.constexpr_names: frozenset[str] = frozenset(
             n for n, p in params.items() if _is_constexpr_annotation(p.annotation))
         self.runtime_names: tuple[str, ...] = tuple(n for n in params if n not in self.constexpr_names)
+        self._constexpr_order = tuple(n for n in params if n in self.constexpr_names)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
         self._launchers: dict[tuple, Callable] = {}
         self._source_hash: str | None = None
@@ -139,12 +147,11 @@ class JITFunction:
 
     def _constexprs(self, named: Mapping[str, Any]) -> dict[str, Any]:
         out = {}
-        for n in self.arg_names:
-            if n in self.constexpr_names:
-                value = named[n]
-                if isinstance(value, torch.Tensor):
-                    raise TypeError(f"kernel {self.__name__}(): constexpr {n!r} got a tensor")
-                out[n] = ir.DType.from_torch(value) if isinstance(value, torch.dtype) else value
+        for n in self._constexpr_order:
+            value = named[n]
+            if isinstance(value, torch.Tensor):
+                raise TypeError(f"kernel {self.__name__}(): constexpr {n!r} got a tensor")
+            out[n] = _DTYPES.get(value, value) if isinstance(value, torch.dtype) else value
         return out
 
     def _param_types(self, named: Mapping[str, Any], allow_type_strings: bool = False
@@ -161,11 +168,10 @@ class JITFunction:
             elif isinstance(value, str) and allow_type_strings:
                 types[n] = parse_type(value)
             elif isinstance(value, torch.Tensor):
-                try:
-                    dtype = ir.DType.from_torch(value.dtype)
-                except TypeError:
+                type_ = _POINTER_TYPES.get(value.dtype)
+                if type_ is None:
                     raise TypeError(f"kernel {self.__name__}(): argument {n!r} has unsupported dtype "
-                                    f"{value.dtype}") from None
+                                    f"{value.dtype}")
                 if not value.is_contiguous():
                     raise ValueError(f"kernel {self.__name__}(): argument {n!r} is not contiguous "
                                      f"(shape {tuple(value.shape)}, strides {value.stride()}); kernels get raw "
@@ -175,7 +181,7 @@ class JITFunction:
                 elif value.device != device:
                     raise ValueError(f"kernel {self.__name__}(): argument {n!r} is on {value.device} but "
                                      f"{device_arg!r} is on {device}; all tensors must share a device")
-                types[n] = ir.BlockType(dtype, (), True)
+                types[n] = type_
             else:
                 try:
                     types[n] = scalar_type(value)
@@ -234,9 +240,9 @@ class JITFunction:
         types, device = self._param_types(named)
         backend_name = select_backend_name(device)
         backend = get_backend(backend_name)
-        type_key = tuple(str(types[n]) for n in self.runtime_names)
+        type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (id(backend), str(device), const_key, type_key)
+        memo_key = (id(backend), device, const_key, type_key)
         launch = self._launchers.get(memo_key)
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
@@ -248,7 +254,8 @@ class JITFunction:
 
     def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
                  constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:
-        key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key, type_key)
+        key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key,
+                              tuple(map(str, type_key)))
         source = cache.get(backend_name, key)
         if source is None:
             source = backend.generate(compile_kernel(self.fn, types, constexprs))
@@ -257,6 +264,8 @@ class JITFunction:
 
 
 def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, int]:
+    if type(grid) is tuple and len(grid) == 3 and all(type(g) is int and g >= 0 for g in grid):
+        return grid
     if callable(grid):
         grid = grid(dict(named))
     if isinstance(grid, (int, torch.SymInt)) and not isinstance(grid, bool):

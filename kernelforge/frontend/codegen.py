@@ -59,27 +59,12 @@ _CMPOPS: dict[type, tuple[str, Callable]] = {
 }
 
 
-def binary_op(b: Builder, op: str, x: Any, y: Any) -> Any:
-    """`x <op> y` for frontend values: folded in Python when both are compile-time."""
-    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-        fold = {name: fn for name, fn in list(_BINOPS.values()) + list(_CMPOPS.values())}[op]
-        return fold(x, y)
-    if op == "add":
-        return sem.add(b, x, y)
-    if op == "sub":
-        return sem.sub(b, x, y)
-    if op == "mul":
-        return sem.mul(b, x, y)
-    if op == "truediv":
-        return sem.truediv(b, x, y)
-    if op == "floordiv":
-        return sem.floordiv(b, x, y)
-    if op == "mod":
-        return sem.mod(b, x, y)
+def binary_op(b: Builder, op: str, x: Any, y: Any) -> Tensor:
+    """`x <op> y` where at least one side is a runtime value."""
+    if op in ("add", "sub", "mul", "truediv", "floordiv", "mod"):
+        return getattr(sem, op)(b, x, y)
     if op in ("and", "or", "xor", "shl", "shr"):
         return sem.bitwise(b, op, x, y)
-    if op in ("lt", "le", "gt", "ge", "eq", "ne"):
-        return sem.compare(b, op, x, y)
     raise SemanticError(f"operator {op!r} is not supported on tensors")
 
 
@@ -195,7 +180,7 @@ class CodeGenerator(ast.NodeVisitor):
             self.scope[target.id] = value
         elif isinstance(target, (ast.Tuple, ast.List)):
             if not isinstance(value, (tuple, list)):
-                raise self.error(target, f"cannot unpack {sem._describe(value)}")
+                raise self.error(target, f"cannot unpack {sem.describe(value)}")
             if len(value) != len(target.elts):
                 raise self.error(target, f"cannot unpack {len(value)} values into {len(target.elts)} names")
             for t, v in zip(target.elts, value):
@@ -338,7 +323,7 @@ class CodeGenerator(ast.NodeVisitor):
                 if v.shape != () or v.dtype.is_float or v.dtype.is_bool or v.is_pointer:
                     raise self.error(node.iter, f"range {what} must be an integer scalar, got {v.type}")
             elif not isinstance(v, int) or isinstance(v, bool):
-                raise self.error(node.iter, f"range {what} must be an integer, got {sem._describe(v)}")
+                raise self.error(node.iter, f"range {what} must be an integer, got {sem.describe(v)}")
         if step == 0:
             raise self.error(node.iter, "range step must not be zero")
         wide = any(isinstance(v, Tensor) and v.dtype.bits == 64 for v in (start, stop, step)) or \
@@ -388,7 +373,7 @@ class CodeGenerator(ast.NodeVisitor):
         if sem.is_number(value):
             value = sem.constant(value, home.type.dtype)
         if not isinstance(value, Tensor):
-            raise self.error(node, f"loop-carried variable '{name}' becomes {sem._describe(value)} in the loop")
+            raise self.error(node, f"loop-carried variable '{name}' becomes {sem.describe(value)} in the loop")
         if value.type != home.type or (home.type.is_pointer and value.root != home.root):
             raise self.error(node, f"Loop-carried variable '{name}' has initial type {home.type} but is "
                                    f"re-assigned to {value.type} in the loop; make sure the type stays consistent")
@@ -446,7 +431,7 @@ class CodeGenerator(ast.NodeVisitor):
         try:
             return getattr(value, node.attr)
         except AttributeError:
-            raise self.error(node, f"{sem._describe(value)} has no attribute '{node.attr}'") from None
+            raise self.error(node, f"{sem.describe(value)} has no attribute '{node.attr}'") from None
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         return self._binop(node.op, self.visit(node.left), self.visit(node.right), node)
@@ -568,14 +553,14 @@ class CodeGenerator(ast.NodeVisitor):
                 raise self.error(node, f"Python's {fn.__name__}() cannot take runtime values "
                                        "(use kl.minimum / kl.maximum / kl.abs / x.to(...))")
             return fn(*args, **kwargs)
-        raise self.error(node, f"cannot call {sem._describe(fn)} in a kernel (only kl.* builtins and "
+        raise self.error(node, f"cannot call {sem.describe(fn)} in a kernel (only kl.* builtins and "
                                "@kf.jit functions)")
 
     def _to(self, x: Tensor, dtype: Any = None, **kwargs: Any) -> Tensor:
         if kwargs:
             raise SemanticError(f"x.to() got unexpected arguments {sorted(kwargs)}")
         if not isinstance(dtype, ir.DType):
-            raise SemanticError(f"x.to() needs a kl dtype such as kl.float32, got {sem._describe(dtype)}")
+            raise SemanticError(f"x.to() needs a kl dtype such as kl.float32, got {sem.describe(dtype)}")
         return sem.cast(self.b, x, dtype)
 
     def _inline(self, node: ast.Call, fn: Callable, args: list[Any], kwargs: dict[str, Any]) -> Any:

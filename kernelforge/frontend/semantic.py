@@ -109,10 +109,11 @@ def to_tensor(x: Value) -> Tensor:
         return x
     if is_number(x):
         return constant(x)
-    raise SemanticError(f"expected a tensor or a number, got {_describe(x)}")
+    raise SemanticError(f"expected a tensor or a number, got {describe(x)}")
 
 
-def _describe(x: Any) -> str:
+def describe(x: Any) -> str:
+    """How a value reads in an error message."""
     if isinstance(x, Tensor):
         return f"a tensor of type {x.type}"
     if isinstance(x, DType):
@@ -123,7 +124,7 @@ def _describe(x: Any) -> str:
 def cast(b: Builder, x: Value, dtype: DType) -> Tensor:
     if not isinstance(x, Tensor):
         if not is_number(x):
-            raise SemanticError(f"cannot cast {_describe(x)} to {dtype!r}")
+            raise SemanticError(f"cannot cast {describe(x)} to {dtype!r}")
         return constant(x, dtype)
     if x.is_pointer:
         raise SemanticError(f"cannot cast pointer {x.type} to {dtype!r}")
@@ -141,7 +142,7 @@ def _check_block_shape(shape: Sequence[Any], what: str) -> tuple[int, ...]:
     dims = []
     for d in shape:
         if isinstance(d, Tensor) or not isinstance(d, int) or isinstance(d, bool):
-            raise SemanticError(f"{what}: shape must be a tuple of constexpr ints, got {_describe(d)}")
+            raise SemanticError(f"{what}: shape must be a tuple of constexpr ints, got {describe(d)}")
         if d <= 0 or d & (d - 1):
             raise SemanticError(f"{what}: every dimension must be a power of two, got {tuple(shape)}")
         dims.append(d)
@@ -402,13 +403,13 @@ def num_programs(b: Builder, axis: int) -> Tensor:
 
 def _check_grid_axis(axis: Any) -> None:
     if isinstance(axis, bool) or axis not in (0, 1, 2):
-        raise SemanticError(f"grid axis must be the constexpr 0, 1 or 2, got {_describe(axis)}")
+        raise SemanticError(f"grid axis must be the constexpr 0, 1 or 2, got {describe(axis)}")
 
 
 def arange(b: Builder, start: Any, end: Any) -> Tensor:
     for name, v in (("start", start), ("end", end)):
         if not isinstance(v, int) or isinstance(v, bool):
-            raise SemanticError(f"arange {name} must be a constexpr int, got {_describe(v)} "
+            raise SemanticError(f"arange {name} must be a constexpr int, got {describe(v)} "
                                 "(annotate the parameter with kl.constexpr)")
     n = end - start
     if n <= 0 or n & (n - 1):
@@ -420,10 +421,10 @@ def full(b: Builder, shape: Any, value: Value, dtype: Any) -> Tensor:
     if isinstance(shape, int):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)):
-        raise SemanticError(f"shape must be a constexpr tuple, got {_describe(shape)}")
+        raise SemanticError(f"shape must be a constexpr tuple, got {describe(shape)}")
     dims = _check_block_shape(shape, "full") if shape else ()
     if not isinstance(dtype, DType):
-        raise SemanticError(f"dtype must be a kl dtype such as kl.float32, got {_describe(dtype)}")
+        raise SemanticError(f"dtype must be a kl dtype such as kl.float32, got {describe(dtype)}")
     fill = cast(b, value, dtype)
     if fill.shape != ():
         raise SemanticError("the fill value of kl.full must be a scalar")
@@ -449,7 +450,7 @@ def where(b: Builder, cond: Value, x: Value, y: Value) -> Tensor:
     for n in numbers:
         nd = number_dtype(n) if is_number(n) else None
         if nd is None:
-            raise SemanticError(f"kl.where operands must be tensors or numbers, got {_describe(n)}")
+            raise SemanticError(f"kl.where operands must be tensors or numbers, got {describe(n)}")
         dtype = nd if dtype is None else computation_type(dtype, not tensors, nd, True, False)
     tx, ty = cast(b, x, dtype), cast(b, y, dtype)
     c, tx, ty = broadcast_values(b, c, tx, ty)
@@ -463,7 +464,7 @@ def _reduce_axis(x: Tensor, axis: Any, name: str) -> int | None:
     if axis is None:
         return None
     if isinstance(axis, bool) or not isinstance(axis, int):
-        raise SemanticError(f"kl.{name} axis must be a constexpr int or None, got {_describe(axis)}")
+        raise SemanticError(f"kl.{name} axis must be a constexpr int or None, got {describe(axis)}")
     rank = len(x.shape)
     if not -rank <= axis < rank:
         raise SemanticError(f"kl.{name} axis {axis} out of range for shape {list(x.shape)}")
@@ -562,7 +563,7 @@ def broadcast_to(b: Builder, x: Value, shape: Sequence[Any]) -> Tensor:
 
 def _pointer(p: Value, what: str) -> Tensor:
     if not isinstance(p, Tensor) or not p.is_pointer:
-        raise SemanticError(f"{what} needs a pointer (a tensor argument plus offsets), got {_describe(p)}")
+        raise SemanticError(f"{what} needs a pointer (a tensor argument plus offsets), got {describe(p)}")
     return p
 
 
