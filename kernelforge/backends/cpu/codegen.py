@@ -19,7 +19,7 @@ import math
 import torch
 
 from kernelforge import ir
-from kernelforge.backends.cpu import affine, memory, predication
+from kernelforge.backends.cpu import affine, fusion, memory, predication
 from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return
 from kernelforge.ir import DType
 
@@ -70,6 +70,8 @@ class CodeGen:
         # Sanitized code checks materialised offsets, so it takes no affine shortcuts.
         self.accesses = {} if sanitize else affine.analyze_accesses(kernel, self.facts)
         self.live = affine.live_assigns(kernel, self.accesses)
+        self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
+        self.deferred = {id(d) for d in self.fused.values()}
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}
 
@@ -172,7 +174,7 @@ class CodeGen:
         if self.sanitize:
             head.append("sanitized: every unmasked load/store lane is bounds-checked")
         head += ['"""', "import math", "", "import torch", "",
-                 "from kernelforge.backends.cpu import runtime as rt"]
+                 "from kernelforge.backends.cpu import runtime as rt, views"]
         if self.sanitize:
             head.append("from kernelforge.backends.cpu import sanitizer")
         head.append("")
@@ -217,8 +219,8 @@ class CodeGen:
     def store_dtype(self, t: ir.BlockType) -> str:
         return "torch.int64" if t.is_pointer else torch_dtype(t.dtype)
 
-    def emit_assign(self, s: ir.Assign) -> None:
-        if id(s) not in self.live:
+    def emit_assign(self, s: ir.Assign, now: bool = False) -> None:
+        if id(s) not in self.live or (id(s) in self.deferred and not now):
             return
         rhs_varying = s.op in ("program_id", "atomic_add") or any(self.varying(a) for a in s.args)
         rhs_py = s.op in ("num_programs",) or (s.dst.type.is_scalar and not rhs_varying

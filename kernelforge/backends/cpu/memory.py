@@ -2,8 +2,8 @@
 
 Pointers are element offsets from the root parameter's first element, so memory
 accesses index `<param>_flat` (a 1-D view of the argument's memory). An access
-whose offsets have an affine form (`affine.py`) calls `rt.load_affine` /
-`rt.store_affine`, which use strided views when run-time checks allow; any other
+whose offsets have an affine form (`affine.py`) calls `views.load` /
+`views.store`, which use strided views when run-time checks allow; any other
 access gathers or scatters. Programs that are not running (predication) are masked
 off every access that could fault or write. Under `KF_SANITIZE=1` every access
 instead materialises its offsets and checks them (`sanitizer.py`).
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kernelforge import ir
+from kernelforge.backends.cpu import fusion
 from kernelforge.backends.cpu.affine import Form, MaskForm, Poly
 
 if TYPE_CHECKING:
@@ -21,16 +22,17 @@ if TYPE_CHECKING:
 
 
 def poly_expr(gen: "CodeGen", p: Poly) -> str:
-    parts = []
-    for mono, c in sorted(p.items()):
-        factors = [gen.name(a) for a in mono]
+    """`3*n + stride*BLOCK - 1`-style text of a coefficient polynomial (atoms are Python ints)."""
+    terms = []
+    for mono, c in sorted(p.items(), key=lambda mc: (len(mc[0]) == 0, mc[0])):
+        factors = "*".join(gen.name(a) for a in mono)
         if not factors:
-            parts.append(str(c))
-        elif c == 1:
-            parts.append("*".join(factors))
+            terms.append(str(c))
         else:
-            parts.append("*".join([str(c)] + factors))
-    return " + ".join(parts).replace("+ -", "- ") if parts else "0"
+            terms.append(factors if c == 1 else (f"-{factors}" if c == -1 else f"{c}*{factors}"))
+    if not terms:
+        return "0"
+    return " + ".join(terms).replace("+ -", "- ")
 
 
 def aff_expr(gen: "CodeGen", f: Form) -> str:
@@ -67,9 +69,9 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
     ptr = s.args[0]
     mask = s.args[1] if len(s.args) > 1 else None
     other = s.args[2] if len(s.args) > 2 else None
-    flat = gen.flat(ptr.root)
     rank = len(ptr.type.shape)
     acc = gen.accesses.get(id(s))
+    flat = gen.flat(ptr.root) if acc is None else gen.name(ptr.root)
     varying = any(gen.varying(a) for a in s.args) if acc is None else (
         acc.ptr.gridded or any(gen.varying(a) for a in s.args[1:]
                                if not (a is mask and acc.mask is not None)))
@@ -87,25 +89,41 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
     copy = ", copy=True" if ptr.root in gen.written_roots else ""
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
-    return (f"rt.load_affine({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
+    return (f"views.load({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
             f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy})"), varying
 
 
 def store(gen: "CodeGen", s: ir.Store) -> None:
     ptr, value, mask = s.ptr, s.value, s.mask
-    flat = gen.flat(ptr.root)
+    acc = gen.accesses.get(id(s))
+    flat = gen.flat(ptr.root) if acc is None else gen.name(ptr.root)
     rank = len(ptr.type.shape)
     active = gen.grid_mask(rank)
     if gen.sanitize:
         _sanitize(gen, s, flat, ptr, mask, active)
-    acc = gen.accesses.get(id(s))
     extra = f", active={active}" if active else ""
     if acc is None:
         m = gen.val(mask) if mask is not None else "None"
         gen.emit(f"rt.scatter({flat}, {gen.val(ptr)}, {gen.val(value, rank)}, {m}{extra})")
         return
-    gen.emit(f"rt.store_affine({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
-             f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra})")
+    call = (f"views.store({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
+            f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra})")
+    definition = gen.fused.get(id(s))
+    if definition is None or active is not None:
+        if definition is not None:
+            gen.emit_assign(definition, now=True)
+        gen.emit(call)
+        return
+    target = gen.fresh("target")
+    gen.emit(f"{target} = views.store_target({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
+             f"{_mask_args(gen, mask, acc.mask)})")
+    gen.emit(f"if {target} is not None:  # every lane is written: compute in place")
+    gen.emit(f"    {fusion.out_call(gen, definition, target)}")
+    gen.emit("else:")
+    gen.depth += 1
+    gen.emit_assign(definition, now=True)
+    gen.emit(call)
+    gen.depth -= 1
 
 
 def atomic_add(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:

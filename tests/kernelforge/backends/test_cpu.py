@@ -56,7 +56,7 @@ def test_vector_add_any_size_and_grid(n, block, extra):
 
 def test_affine_add_uses_views_not_gathers():
     src = add_kernel.source("cpu", x_ptr="*fp32", y_ptr="*fp32", out_ptr="*fp32", n="i32", BLOCK=128)
-    assert "rt.load_affine" in src and "rt.store_affine" in src
+    assert "views.load" in src and "views.store" in src
     assert "gather" not in src and "scatter" not in src
     assert "offs" not in src  # the offsets tensor is never materialised on the fast path
 
@@ -455,3 +455,53 @@ def test_sanitizer_ignores_masked_off_lanes(monkeypatch):
     add_kernel[(1,)](x, y, out, 10, BLOCK=16)
     torch.testing.assert_close(out, x + y)
     early_return_kernel[(10,)](torch.randn(64), torch.zeros(64), 64, BLOCK=16)
+
+
+@kf.jit
+def row_copy_kernel(x_ptr, out_ptr, N: kl.constexpr):
+    row = kl.program_id(0)
+    col_block = kl.program_id(1)
+    cols = kl.arange(0, N)
+    x = kl.load(x_ptr + row * N + cols)  # the same row for every col_block
+    kl.store(out_ptr + (row * kl.num_programs(1) + col_block) * N + cols, x * (col_block + 1).to(kl.float32))
+
+
+@pytest.mark.parametrize("grid", [(1, 4), (3, 1), (3, 4), (1, 1)])
+def test_tiles_shared_across_a_grid_axis(grid):
+    g0, g1 = grid
+    x = torch.randn(g0, 8)
+    out = torch.empty(g0, g1, 8)
+    row_copy_kernel[grid](x, out, N=8)
+    torch.testing.assert_close(out, x[:, None, :] * torch.arange(1, g1 + 1).float()[None, :, None])
+
+
+def test_store_fusion_in_place_and_with_tails():
+    src = add_kernel.source("cpu", x_ptr="*fp32", y_ptr="*fp32", out_ptr="*fp32", n="i32", BLOCK=64)
+    assert "out=target" in src
+    x, y = torch.randn(256), torch.randn(256)
+    want = x + y
+    add_kernel[(4,)](x, y, x, 256, BLOCK=64)  # out aliases x exactly
+    torch.testing.assert_close(x, want)
+    x, y, out = torch.randn(200), torch.randn(200), torch.zeros(256)
+    add_kernel[(4,)](x, y, out, 200, BLOCK=64)  # tail: the fused path must not apply
+    torch.testing.assert_close(out[:200], x + y)
+    assert not out[200:].any()
+
+
+@kf.jit
+def tile_kernel(x_ptr, out_ptr, M, N, stride, BM: kl.constexpr, BN: kl.constexpr):
+    rm = kl.arange(0, BM)
+    rn = kl.arange(0, BN)
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    x = kl.load(x_ptr + rm[:, None] * stride + rn[None, :], mask=mask, other=-1.0)
+    kl.store(out_ptr + rm[:, None] * BN + rn[None, :], x * 2.0)
+
+
+@pytest.mark.parametrize("M,N", [(3, 5), (8, 8), (0, 4), (8, 1)])
+def test_two_axis_trimmed_tile_is_padded_with_other(M, N):
+    x = torch.randn(8, 10)
+    out = torch.empty(8, 8)
+    tile_kernel[(1,)](x, out, M, N, 10, BM=8, BN=8)
+    want = torch.full((8, 8), -1.0)
+    want[:M, :N] = x[:M, :N]
+    torch.testing.assert_close(out, want * 2)

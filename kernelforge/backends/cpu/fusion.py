@@ -1,0 +1,87 @@
+"""Store fusion: compute a stored value straight into the destination.
+
+`y = a / b; store(out + offs, y)` would allocate `y` and copy it into `out`. When the
+store is affine and, at run time, writes every lane of one in-bounds view
+(`views.store_target`), the op runs with `out=` that view instead: no temporary, no
+copy. That halves the memory traffic of a streaming kernel such as a vector add.
+
+A pair qualifies when the value is a single-use temporary defined earlier in the same
+block by an op that has an `out=` form, nothing between them touches memory or
+reassigns the op's operands, and the value is per-program (its grid axis lines up with
+the view's).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kernelforge import ir
+from kernelforge.backends.cpu.analysis import Facts, operand_names, references
+
+if TYPE_CHECKING:
+    from kernelforge.backends.cpu.codegen import CodeGen
+
+_BINARY = {"add": "torch.add", "sub": "torch.sub", "mul": "torch.mul", "truediv": "torch.div",
+           "minimum": "torch.minimum", "maximum": "torch.maximum"}
+_UNARY = {"exp": "torch.exp", "exp2": "torch.exp2", "log": "torch.log", "log2": "torch.log2",
+          "sqrt": "torch.sqrt", "rsqrt": "torch.rsqrt", "sigmoid": "torch.sigmoid", "cos": "torch.cos",
+          "sin": "torch.sin", "abs": "torch.abs", "neg": "torch.neg"}
+
+
+def find_pairs(kernel: ir.Kernel, facts: Facts, accesses: dict) -> dict[int, ir.Assign]:
+    """`id(store)` -> the assignment whose result it stores, for every fusable pair."""
+    refs = references(kernel.body)
+    pairs: dict[int, ir.Assign] = {}
+
+    def visit(block: ir.Block) -> None:
+        for pos, st in enumerate(block.stmts):
+            if isinstance(st, ir.For):
+                visit(st.body)
+            elif isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif isinstance(st, ir.Store) and id(st) in accesses and isinstance(st.value, ir.Var):
+                d = _definition(block.stmts[:pos], st.value, refs, facts)
+                if d is not None and accesses[id(st)].ptr.gridded:
+                    pairs[id(st)] = d
+
+    visit(kernel.body)
+    return pairs
+
+
+def _definition(before: list[ir.Stmt], value: ir.Var, refs, facts: Facts) -> ir.Assign | None:
+    # single use (the store) and single assignment: references == 2
+    if refs[value.name] != 2 or value.name not in facts.varying:
+        return None
+    touched: set[str] = set()
+    for st in reversed(before):
+        if isinstance(st, ir.Assign) and st.dst.name == value.name:
+            ok = _has_out_form(st, facts) and not touched & set(operand_names(st))
+            return st if ok else None
+        if not isinstance(st, ir.Assign) or st.op in ("load", "atomic_add"):
+            return None
+        touched.add(st.dst.name)
+    return None
+
+
+def _has_out_form(s: ir.Assign, facts: Facts) -> bool:
+    first = s.args[0] if s.args else None
+    if first is None or not isinstance(first, ir.Var) or first.type.shape != s.dst.type.shape:
+        return False
+    if s.op in _BINARY:
+        return not (s.op in ("minimum", "maximum") and facts.is_py(s.args[1]))
+    if s.op in _UNARY:
+        return True
+    if s.op == "cast":
+        return first.type.dtype != s.dst.type.dtype
+    return False
+
+
+def out_call(gen: "CodeGen", s: ir.Assign, target: str) -> str:
+    """The statement computing `s` into `target`."""
+    rank = len(s.dst.type.shape)
+    if s.op == "cast":
+        return f"{target}.copy_({gen.val(s.args[0], rank)})"
+    fn = _BINARY.get(s.op) or _UNARY[s.op]
+    args = ", ".join(gen.val(a, rank) for a in s.args)
+    return f"{fn}({args}, out={target})"

@@ -1,0 +1,311 @@
+"""Strided-view fast paths for loads and stores at affine offsets.
+
+An affine access arrives as `aff = (base, pid_coefs, blk_coefs)`: lane offset
+`base + sum(c_k * program_id(k)) + sum(c_d * index_d)` over a block `shape`; mask
+conditions use the same triple and mean `offset < 0`. Instead of building that
+offset tensor and gathering, a load becomes one `as_strided` view of the argument
+(zero copies), trimmed and padded with `other` when the mask only cuts block axes
+(`col < n_cols`), and a store becomes a `copy_` into such a view.
+
+Which path is valid depends only on the grid, the coefficients, the mask conditions
+and the tensor's extent, all plain ints, so the decision is made once per distinct
+launch shape and cached (`_plan_load` / `_plan_store`): a repeated launch — a decode
+step — pays a dict lookup, not the bounds reasoning. Anything the views cannot prove
+correct (out-of-bounds box, negative or overlapping strides, compacted programs,
+per-lane masks) falls back to the gather/scatter in `runtime`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from kernelforge.backends.cpu.runtime import Programs, Value, flat, gather, scatter
+
+Aff = tuple  # (base: int, pid_coefs: tuple[int, int, int], blk_coefs: tuple[int, ...])
+Grid = tuple[int, int, int]
+
+_PLAN_LIMIT = 4096
+_load_plans: dict[tuple, tuple] = {}
+_store_plans: dict[tuple, tuple] = {}
+
+
+def extent(t: torch.Tensor) -> int:
+    """Elements addressable from the tensor's first element (its memory, not its shape)."""
+    if t.is_contiguous():
+        return t.numel()
+    return t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+
+
+def span(grid: Grid, aff: Aff, shape: Sequence[int]) -> tuple[int, int]:
+    """Smallest and largest value of an affine form over the grid and the block."""
+    base, pid, blk = aff
+    lo = hi = base
+    for c, n in zip(pid, grid):
+        if c > 0:
+            hi += c * (n - 1)
+        else:
+            lo += c * (n - 1)
+    for c, n in zip(blk, shape):
+        if c > 0:
+            hi += c * (n - 1)
+        else:
+            lo += c * (n - 1)
+    return lo, hi
+
+
+def values(P: Programs, aff: Aff, shape: Sequence[int]) -> torch.Tensor:
+    """The offsets an affine form denotes: int64 `[G, *shape]`, or `shape` if no program id."""
+    base, pid, blk = aff
+    rank = len(shape)
+    out = torch.full((), base, dtype=torch.int64)
+    for d, (c, n) in enumerate(zip(blk, shape)):
+        if c:
+            dims = [1] * rank
+            dims[d] = n
+            out = out + torch.arange(n, dtype=torch.int64).view(dims) * c
+    for axis, c in enumerate(pid):
+        if c:
+            out = out + P.pid(axis).to(torch.int64).view(-1, *([1] * rank)) * c
+    return out.expand(*((P.G,) if any(pid) else ()), *shape)
+
+
+def conds_mask(P: Programs, conds: Sequence[Aff], shape: Sequence[int]) -> torch.Tensor | None:
+    mask = None
+    for cond in conds:
+        m = values(P, cond, shape) < 0
+        mask = m if mask is None else mask & m
+    return mask
+
+
+def _and(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    out = None
+    for m in masks:
+        if m is not None:
+            out = m if out is None else out & m
+    return out
+
+
+def _live(grid: Grid, conds: Sequence[Aff], shape: Sequence[int]) -> tuple[Aff, ...]:
+    """The conditions not already true on every lane."""
+    return tuple(c for c in conds if span(grid, c, shape)[1] >= 0)
+
+
+def _clip(conds: Sequence[Aff], shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The box of valid lanes when each condition bounds one block axis from above
+    (`col < n_cols`); None when some condition is of another kind."""
+    sizes = list(shape)
+    for base, pid, blk in conds:
+        axes = [d for d, c in enumerate(blk) if c]
+        if any(pid) or len(axes) != 1 or blk[axes[0]] < 0:
+            return None
+        d, c = axes[0], blk[axes[0]]
+        sizes[d] = max(0, min(sizes[d], (-base + c - 1) // c))
+    return tuple(sizes)
+
+
+def _no_overlap(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    reach = 0
+    for st, sz in sorted((st, sz) for sz, st in zip(sizes, strides) if sz > 1):
+        if st <= reach:
+            return False
+        reach += st * (sz - 1)
+    return True
+
+
+def _cached(plans: dict, key: tuple, make: Callable[[], tuple]) -> tuple:
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= _PLAN_LIMIT:
+            plans.clear()
+        plan = plans[key] = make()
+    return plan
+
+
+# ---------------------------------------------------------------- loads
+
+
+def _read_view(grid: Grid, aff: Aff, box: Sequence[int], n: int) -> tuple | None:
+    """(mode, sizes, strides, base, axis) of an in-bounds view covering every program's box."""
+    base, pid, blk = aff
+    if any(c < 0 for c in pid) or any(c < 0 for c in blk):
+        return None
+    lo, hi = span(grid, aff, box)
+    if lo < 0 or hi >= n:
+        return None
+    box = tuple(box)
+    axes = [a for a in range(3) if pid[a] and grid[a] > 1]
+    if not any(pid):
+        return ("uniform", box, tuple(blk), base, 0)
+    if not axes:  # the axes the offsets depend on have a single program each
+        return ("broadcast", (grid[0] * grid[1] * grid[2], *box), (0, *blk), base, 0)
+    if axes == [0] and grid[1] == grid[2] == 1:
+        return ("direct", (grid[0], *box), (pid[0], *blk), base, 0)
+    if len(axes) == 1:  # view one tile per program along that axis, then pick per program
+        a = axes[0]
+        return ("tiles", (grid[a], *box), (pid[a], *blk), base, a)
+    return ("reshape", (grid[2], grid[1], grid[0], *box), (pid[2], pid[1], pid[0], *blk), base, 0)
+
+
+def _view(t: torch.Tensor, P: Programs, plan_view: tuple) -> torch.Tensor:
+    mode, sizes, strides, base, axis = plan_view
+    view = t.as_strided(sizes, strides, t.storage_offset() + base)
+    if mode == "tiles":
+        return view[P.pid(axis).long()]
+    if mode == "reshape":
+        view = view.reshape(P.total, *sizes[3:])
+    if P.idx is not None and mode != "uniform":
+        return view[P.idx] if mode != "broadcast" else view[: P.G]
+    return view
+
+
+def _plan_load(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff], n: int,
+               may_clip: bool) -> tuple:
+    conds = _live(grid, conds, shape)
+    box = _clip(conds, shape) if conds and may_clip else None
+    if box is not None and not all(box):
+        return ("empty",)
+    view = _read_view(grid, aff, box if box is not None else shape, n)
+    if view is None:
+        return ("gather", conds)
+    if box is None:
+        return ("view", view, None, conds)
+    pads = tuple(p for s, k in zip(reversed(shape), reversed(box)) for p in (0, s - k))
+    return ("view", view, pads if any(pads) else None, ())
+
+
+def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff] = (),
+         mask: torch.Tensor | None = None, other: Value = 0, active: torch.Tensor | None = None,
+         copy: bool = False) -> torch.Tensor:
+    """Masked load at affine offsets: a view (with `copy`, a private copy) when in bounds,
+    a padded copy when the mask only trims block axes, else a gather."""
+    n = extent(t)
+    simple = mask is None and active is None and not isinstance(other, torch.Tensor)
+    if simple and P.idx is None:
+        plan = _cached(_load_plans, (aff, shape, conds, P.grid, n),
+                       lambda: _plan_load(P.grid, aff, shape, conds, n, True))
+    else:
+        plan = _plan_load(P.grid, aff, shape, conds, n, simple)
+    kind = plan[0]
+    if kind == "empty":
+        return torch.full(((P.G,) if any(aff[1]) else ()) + shape, other, dtype=t.dtype)
+    if kind == "gather":
+        return gather(flat(t), values(P, aff, shape), _and(mask, conds_mask(P, plan[1], shape), active), other)
+    _, view_plan, pads, rest = plan
+    view = _view(t, P, view_plan)
+    if pads is not None:
+        return _padded(view, shape, other)
+    m = _and(mask, conds_mask(P, rest, shape), active)
+    if m is None:
+        return view.clone() if copy else view
+    return torch.where(m, view, other)
+
+
+def _padded(view: torch.Tensor, shape: tuple[int, ...], other: Value) -> torch.Tensor:
+    """`view` (trimmed on trailing block axes) padded to `shape` with `other`.
+
+    Written as one copy plus fills of the margins; `F.pad` takes several times longer on CPU.
+    """
+    lead = view.shape[: view.dim() - len(shape)]
+    out = torch.empty(*lead, *shape, dtype=view.dtype)
+    box = view.shape[view.dim() - len(shape):]
+    out[(Ellipsis, *(slice(0, k) for k in box))] = view
+    for d, (k, s) in enumerate(zip(box, shape)):
+        if k < s:
+            margin = [slice(None)] * len(shape)
+            margin[d] = slice(k, s)
+            for prior in range(d):
+                margin[prior] = slice(0, box[prior])
+            out[(Ellipsis, *margin)] = other
+    return out
+
+
+# ---------------------------------------------------------------- stores
+
+
+def _write_view(grid: Grid, aff: Aff, box: Sequence[int], n: int, per_program: bool) -> tuple | None:
+    """(sizes, strides, base) of a view, `[g2, g1, g0, *box]` without size-1 grid axes,
+    whose elements are distinct and in bounds; None when a scatter is needed."""
+    base, pid, blk = aff
+    if any(c < 0 for c in pid) or any(c < 0 for c in blk):
+        return None
+    if not any(pid) and per_program and grid[0] * grid[1] * grid[2] > 1:
+        return None  # programs race for the same addresses: the scatter picks a winner
+    lo, hi = span(grid, aff, box)
+    if lo < 0 or hi >= n:
+        return None
+    axes = [a for a in (2, 1, 0) if grid[a] > 1] if any(pid) else []
+    sizes = tuple(grid[a] for a in axes) + tuple(box)
+    strides = tuple(pid[a] for a in axes) + tuple(blk)
+    if not _no_overlap(sizes, strides):
+        return None
+    return sizes, strides, base
+
+
+def _plan_store(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff], n: int,
+                per_program: bool, may_clip: bool) -> tuple:
+    conds = _live(grid, conds, shape)
+    box = _clip(conds, shape) if conds and may_clip else None
+    if box is not None and not all(box):
+        return ("nothing",)
+    view = _write_view(grid, aff, box if box is not None else shape, n, per_program)
+    if view is None:
+        return ("scatter", conds)
+    return ("view", view, box, () if box is not None else conds)
+
+
+def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value: Value,
+          conds: Sequence[Aff] = (), mask: torch.Tensor | None = None,
+          active: torch.Tensor | None = None) -> None:
+    """Masked store at affine offsets: a `copy_` into a view of distinct in-bounds elements,
+    else a scatter."""
+    value = torch.as_tensor(value, dtype=t.dtype)
+    rank = len(shape)
+    per_program = value.dim() > rank or active is not None or (mask is not None and mask.dim() > rank)
+    n = extent(t)
+    simple = mask is None and active is None
+    if P.idx is not None:
+        plan: tuple = ("scatter", _live(P.grid, conds, shape))
+    elif simple:
+        plan = _cached(_store_plans, (aff, shape, conds, P.grid, n, per_program),
+                       lambda: _plan_store(P.grid, aff, shape, conds, n, per_program, True))
+    else:
+        plan = _plan_store(P.grid, aff, shape, conds, n, per_program, False)
+    kind = plan[0]
+    if kind == "nothing":
+        return
+    if kind == "scatter":
+        scatter(flat(t), values(P, aff, shape), value, _and(mask, conds_mask(P, plan[1], shape)), active)
+        return
+    _, (sizes, strides, base), box, rest = plan
+    view = t.as_strided(sizes, strides, t.storage_offset() + base)
+    if box is not None and box != shape and value.dim() >= rank:
+        value = value[(Ellipsis, *(slice(0, k) for k in box))]
+    grid_sizes = sizes[: len(sizes) - rank]
+    if value.dim() > rank:
+        value = value.reshape(*grid_sizes, *value.shape[1:])
+    m = _and(mask, conds_mask(P, rest, shape), active)
+    if m is None:
+        view.copy_(value)
+        return
+    if m.dim() > rank:
+        m = m.reshape(*grid_sizes, *m.shape[1:])
+    view.copy_(torch.where(m, value, view))
+
+
+
+def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
+                 conds: Sequence[Aff] = ()) -> torch.Tensor | None:
+    """A `[G, *shape]` view that a store would fill lane for lane (every lane on, all in
+    bounds, distinct), for computing the stored value straight into it; else None."""
+    if P.idx is not None or (P.grid[1] > 1 and P.grid[2] * P.grid[0] > 1) or (P.grid[2] > 1 and P.grid[0] > 1):
+        return None
+    n = extent(t)
+    plan = _cached(_store_plans, (aff, shape, conds, P.grid, n, True),
+                   lambda: _plan_store(P.grid, aff, shape, conds, n, True, True))
+    if plan[0] != "view" or plan[3] or (plan[2] is not None and plan[2] != shape):
+        return None
+    sizes, strides, base = plan[1]
+    view = t.as_strided(sizes, strides, t.storage_offset() + base)
+    return view if len(sizes) > len(shape) else view.unsqueeze(0)
