@@ -10,9 +10,10 @@ author a message in their own terms and lets the autotuner skip the config cheap
 live from its first definition to its last use, stretched over a whole loop when its
 value crosses the loop's back edge (used in the loop and defined before it, or used
 in the body before being redefined). The estimate is the largest sum of live block
-bytes at any statement, counting loaded blocks twice (double buffering). Scalars and
-pointer blocks are not counted: the adapter folds structured pointer arithmetic into
-addresses, and the offsets those pointers were built from are counted on their own.
+bytes at any statement, counting loaded blocks twice (double buffering); an
+elementwise result may take the place of an operand that dies there. Not counted:
+scalars, pointer blocks, and offset blocks used only to form addresses, since
+triton-ascend's adapter folds address arithmetic into the memory accesses.
 
 `alignment_warnings` flags what compiles but runs badly: a last axis that is not a
 multiple of 32 bytes (512 bytes for `dot` operands), fp64, and `dot` dtypes the cube
@@ -153,12 +154,19 @@ def _kib(n: int) -> str:
 
 
 class _Liveness:
-    """Live intervals of block variables over a linear numbering of the structured IR."""
+    """Live intervals of block variables over a linear numbering of the structured IR.
+
+    Statement n sits at position 2n; a result that may overwrite an operand dying at the
+    same statement (an elementwise op, operand at least as large) starts at 2n + 1, after
+    that operand's interval ends, as the compiler computes such ops in place.
+    """
 
     def __init__(self, kernel: ir.Kernel) -> None:
         self.pos = 0
         self.defs: dict[str, list[int]] = {}
         self.uses: dict[str, list[int]] = {}
+        self.consumers: dict[str, list[tuple[ir.Stmt, int]]] = {}
+        self.assigns: list[tuple[int, ir.Assign]] = []
         self.info: dict[str, tuple[ir.BlockType, ir.Loc | None, bool]] = {}
         self.loops: list[tuple[int, int]] = []
         self.locs: dict[int, ir.Loc | None] = {}
@@ -166,38 +174,55 @@ class _Liveness:
 
     def _block(self, block: ir.Block) -> None:
         for stmt in block.stmts:
-            self.pos += 1
+            self.pos += 2
             self.locs[self.pos] = stmt.loc
             if isinstance(stmt, ir.Assign):
-                for a in stmt.args:
-                    self._use(a)
+                self._uses(stmt, stmt.args)
                 dst = stmt.dst
                 self.defs.setdefault(dst.name, []).append(self.pos)
+                self.assigns.append((self.pos, stmt))
                 self.info.setdefault(dst.name, (dst.type, stmt.loc, stmt.op == "load"))
             elif isinstance(stmt, ir.Store):
-                for a in (stmt.ptr, stmt.value, stmt.mask):
-                    self._use(a)
+                self._uses(stmt, (stmt.ptr, stmt.value, stmt.mask))
             elif isinstance(stmt, ir.For):
-                for a in (stmt.start, stmt.stop, stmt.step):
-                    self._use(a)
+                self._uses(stmt, (stmt.start, stmt.stop, stmt.step))
                 start = self.pos
                 self._block(stmt.body)
-                self.pos += 1
+                self.pos += 2
                 self.loops.append((start, self.pos))
             elif isinstance(stmt, ir.If):
-                self._use(stmt.cond)
+                self._uses(stmt, (stmt.cond,))
                 self._block(stmt.then_body)
                 self._block(stmt.else_body)
 
-    def _use(self, x: ir.Operand | None) -> None:
-        if isinstance(x, ir.Var):
-            self.uses.setdefault(x.name, []).append(self.pos)
+    def _uses(self, stmt: ir.Stmt, operands: tuple[ir.Operand | None, ...]) -> None:
+        for i, x in enumerate(operands):
+            if isinstance(x, ir.Var):
+                self.uses.setdefault(x.name, []).append(self.pos)
+                self.consumers.setdefault(x.name, []).append((stmt, i))
+
+    def address_only(self) -> set[str]:
+        """Blocks used only to form addresses: the adapter folds them into the accesses."""
+        only = {n for n, (t, _, _) in self.info.items() if not t.is_pointer and n in self.consumers}
+        changed = True
+        while changed:
+            changed = False
+            for name in list(only):
+                for stmt, i in self.consumers[name]:
+                    feeds_address = isinstance(stmt, ir.Assign) and (
+                        (stmt.op == "addptr" and i == 1) or stmt.dst.name in only)
+                    if not feeds_address:
+                        only.discard(name)
+                        changed = True
+                        break
+        return only
 
     def intervals(self) -> dict[str, tuple[int, int, LiveTensor]]:
-        out: dict[str, tuple[int, int, LiveTensor]] = {}
+        skip = self.address_only()
+        spans: dict[str, tuple[int, int]] = {}
         for name, defs in self.defs.items():
-            type, loc, loaded = self.info[name]
-            if type.is_scalar or type.is_pointer:
+            type, _, _ = self.info[name]
+            if type.is_scalar or type.is_pointer or name in skip:
                 continue
             uses = self.uses.get(name, [])
             start, end = min(defs), max(defs + uses)
@@ -208,6 +233,26 @@ class _Liveness:
                 inner_defs = [d for d in defs if lo < d < hi]
                 if not inner_defs or min(inner_uses) <= min(inner_defs):
                     start, end = min(start, lo), max(end, hi)
-            nbytes = type.numel * type.dtype.itemsize * (2 if loaded else 1)
-            out[name] = (start, end, LiveTensor(name, type, nbytes, loc))
+            spans[name] = (start, end)
+        for pos, stmt in self.assigns:
+            name = stmt.dst.name
+            if name in spans and spans[name][0] == pos and stmt.op in _IN_PLACE and any(
+                    isinstance(a, ir.Var) and a.name in spans and spans[a.name][1] == pos
+                    and _nbytes(a.type) >= _nbytes(stmt.dst.type) for a in stmt.args):
+                spans[name] = (pos + 1, max(pos + 1, spans[name][1]))
+        out = {}
+        for name, (start, end) in spans.items():
+            type, loc, loaded = self.info[name]
+            out[name] = (start, end, LiveTensor(name, type, _nbytes(type) * (2 if loaded else 1), loc))
         return out
+
+
+def _nbytes(type: ir.BlockType) -> int:
+    return type.numel * type.dtype.itemsize
+
+
+_IN_PLACE = {
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "and", "or", "xor", "shl", "shr",
+    "minimum", "maximum", "lt", "le", "gt", "ge", "eq", "ne", "neg", "not", "invert",
+    "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "abs", "cos", "sin", "cast", "where",
+}

@@ -37,7 +37,7 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
     try:
         ub = npu_rules.check_ub(kernel).peak_bytes
     except npu_rules.NPUResourceError as exc:
-        return Lowering("ir", error=first_line(exc.message))
+        return Lowering("ir", error=exc.message)
     source = emitter.generate(kernel, emitter.NATIVE)
     module = loader.import_source(source, f"ascend_{key}", interpret=False)
     fn = getattr(module, emitter.python_name(kernel.name))
@@ -53,7 +53,8 @@ def lower(kernel: ir.Kernel, key: str) -> Lowering:
     context = tir.context()
     tir.load_dialects(context)
     backend.load_dialects(context)
-    result = Lowering("ir", note=f"UB {ub / 1024:5.1f} KiB")
+    result = Lowering("ir", note=f"UB {ub / 1024:5.1f} KiB",
+                      warnings=tuple(npu_rules.alignment_warnings(kernel)))
     try:
         src = ASTSource(fn, signature, constants)
         module_ir = src.make_ir(options, backend.get_codegen_implementation(), backend.get_module_map(), context)

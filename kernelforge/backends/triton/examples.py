@@ -38,6 +38,7 @@ class Lowering:
     note: str = ""  # e.g. the UB estimate
     error: str = ""
     skipped: bool = False  # stopped only because an external tool (e.g. CANN) is missing
+    warnings: tuple[str, ...] = ()  # performance rules the kernel breaks (printed with -v)
 
     @property
     def ok(self) -> bool:
@@ -164,8 +165,16 @@ def report(examples: list[Example], lower: Callable[[ir.Kernel, str], Lowering],
             status = "lowered" if result.ok else "FAILED"
             detail = f"{result.note}  reached {result.stage}".strip()
             if result.error and not result.skipped:
-                detail += f": {result.error if verbose else result.error[:160]}"
+                head, _, rest = result.error.partition("\n")
+                detail += f": {head if verbose else head[:160]}"
+                if verbose and rest:
+                    detail += "\n" + "\n".join(f"    {line}" for line in rest.splitlines())
+            if result.warnings:
+                detail += f"  ({len(result.warnings)} NPU performance warnings)"
             print(f"{example.name:<{width}}  {status:<8}  {detail}", flush=True)
+            if verbose:
+                for warning in result.warnings:
+                    print(f"    warning: {warning}")
     return failures, skipped
 
 

@@ -11,11 +11,13 @@ from kernelforge.errors import CompilationError
 from triton_ir_builder import D, KernelBuilder, c, t
 
 
-def copy_kernel(block: int, dtype: ir.DType = D.float32, chunks: int = 0) -> ir.Kernel:
-    """out[:block] = x[:block] * 2, optionally accumulated over a loop of `chunks` loads."""
+def copy_kernel(block: int, dtype: ir.DType = D.float32, chunks: int = 0, masked: bool = False) -> ir.Kernel:
+    """out[:block] = x[:block] * 2, optionally masked to n, or accumulated over `chunks` loads."""
     kb = KernelBuilder("copy")
     x, out = kb.param("x", dtype, ptr=True), kb.param("out", dtype, ptr=True)
+    n = kb.param("n", D.int32)
     offs = kb.op("arange", type=t(D.int32, block), start=0, end=block, name="offs")
+    mask = kb.op("lt", offs, kb.op("full", n, type=t(D.int32, block)), name="mask") if masked else None
     xp = kb.op("addptr", kb.op("full", x, type=t(dtype, block, ptr=True)), offs, name="xp")
     if chunks:
         acc = kb.op("full", c(0.0, dtype), type=t(dtype, block), name="acc")
@@ -23,32 +25,40 @@ def copy_kernel(block: int, dtype: ir.DType = D.float32, chunks: int = 0) -> ir.
             kb.assign(acc, "add", acc, kb.op("load", xp, name="v"))
         val = acc
     else:
-        val = kb.op("mul", kb.op("load", xp, name="v"), c(2.0, dtype), name="doubled")
-    kb.store(kb.op("addptr", kb.op("full", out, type=t(dtype, block, ptr=True)), offs), val)
+        loaded = kb.op("load", xp, mask, c(0.0, dtype), name="v") if masked else kb.op("load", xp, name="v")
+        val = kb.op("mul", loaded, c(2.0, dtype), name="doubled")
+    kb.store(kb.op("addptr", kb.op("full", out, type=t(dtype, block, ptr=True)), offs), val, mask)
     return kb.build()
 
 
-def test_estimate_counts_live_blocks_and_double_buffers_loads():
+def test_address_offsets_are_free_and_elementwise_results_reuse_dying_operands():
     est = npu_rules.estimate_ub(copy_kernel(1024))
-    # offs (int32) is live throughout; at the multiply: v (x2 for double buffering) and doubled.
-    assert est.peak_bytes == 1024 * 4 + 2 * 1024 * 4 + 1024 * 4
-    assert {t.name for t in est.live} == {"offs", "v", "doubled"}
+    # Only v, double-buffered: offs only forms addresses, and doubled overwrites v.
+    assert est.peak_bytes == 2 * 1024 * 4
+    assert [t.name for t in est.live] == ["v"]
     assert est.fits and est.limit_bytes == 96 * 1024
+
+
+def test_offsets_that_also_feed_compute_are_counted():
+    est = npu_rules.estimate_ub(copy_kernel(1024, masked=True))
+    # offs (it feeds the mask), the int1 mask, and v double-buffered.
+    assert est.peak_bytes == 1024 * 4 + 1024 + 2 * 1024 * 4
+    assert {t.name for t in est.live} == {"offs", "mask", "v"}
 
 
 def test_loop_carried_values_stay_live_across_the_loop():
     est = npu_rules.estimate_ub(copy_kernel(256, chunks=4))
-    assert {t.name for t in est.live} >= {"offs", "acc", "v"}
-    assert est.peak_bytes == 256 * 4 * (1 + 1 + 2)
+    assert {t.name for t in est.live} == {"acc", "v"}
+    assert est.peak_bytes == 256 * 4 * (1 + 2)
 
 
 def test_overflow_raises_a_compilation_error_naming_the_tensors(monkeypatch):
-    monkeypatch.setenv("KF_NPU_UB_BYTES", str(32 * 1024))
+    monkeypatch.setenv("KF_NPU_UB_BYTES", str(16 * 1024))
     with pytest.raises(npu_rules.NPUResourceError) as err:
         npu_rules.check_ub(copy_kernel(4096))
     assert isinstance(err.value, CompilationError)
     text = str(err.value)
-    assert "kernel 'copy'" in text and "32.0 KiB" in text and "%v: float32[4096]" in text
+    assert "kernel 'copy'" in text and "16.0 KiB budget" in text and "%v: float32[4096]" in text
     assert "test.py:" in text
     assert npu_rules.check_ub(copy_kernel(1024)).fits
 
