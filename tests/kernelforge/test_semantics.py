@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import kernelforge as kf
@@ -39,6 +39,9 @@ def close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype = tor
 
 
 @given(n=st.integers(1, 300), block=st.sampled_from([16, 32, 64]), dtype=st.sampled_from(FLOATS), seed=seeds)
+@example(n=1, block=16, dtype=torch.float32, seed=0)
+@example(n=64, block=64, dtype=torch.float16, seed=1)
+@example(n=65, block=64, dtype=torch.bfloat16, seed=2)
 def test_elementwise_masked(backend, n, block, dtype, seed):
     x, y = rand(seed, n, dtype=dtype), rand(seed + 1, n, dtype=dtype)
     out = torch.full((n + 5,), 7.0, dtype=dtype)
@@ -58,6 +61,8 @@ def test_weak_scalars_keep_the_block_dtype(backend, n, dtype, seed):
 
 
 @given(m=st.integers(1, 40), n=st.integers(1, 40), seed=seeds)
+@example(m=1, n=1, seed=0)
+@example(m=16, n=17, seed=1)
 def test_2d_blocks_and_broadcasting(backend, m, n, seed):
     x, y, bias = rand(seed, m), rand(seed + 1, n), rand(seed + 2, n)
     out = torch.empty(m, n)
@@ -176,19 +181,24 @@ def test_atomic_add_with_colliding_addresses(backend, n, slots, dtype, seed):
         close(out, expected, scale=10)
 
 
-CAST_DTYPES = [torch.bool, torch.int8, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32]
+CAST_DTYPES = [torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+               torch.float16, torch.bfloat16, torch.float32]
 
 
-@given(src=st.sampled_from(CAST_DTYPES), dst=st.sampled_from(CAST_DTYPES), n=st.integers(1, 40), seed=seeds)
+@pytest.mark.parametrize("src", CAST_DTYPES, ids=str)
+@pytest.mark.parametrize("dst", CAST_DTYPES, ids=str)
+@settings(max_examples=3)
+@given(n=st.integers(1, 40), seed=seeds)
 def test_casts_between_dtypes(backend, src, dst, n, seed):
     g = torch.Generator().manual_seed(seed)
+    # Values every destination represents, so that no conversion is undefined behaviour.
+    low = 0 if torch.uint8 in (src, dst) else -100
     if src == torch.bool:
         x = torch.rand(n, generator=g) > 0.5
     elif src.is_floating_point:
-        # Values every destination represents, so that no conversion is undefined behaviour.
-        x = (torch.rand(n, generator=g) * 200 - 100).to(src)
+        x = (torch.rand(n, generator=g) * (100 - low) + low).to(src)
     else:
-        x = torch.randint(-100, 101, (n,), generator=g).to(src)
+        x = torch.randint(low, 101, (n,), generator=g).to(src)
     out = torch.empty(n, dtype=dst)
     with kf.backend(backend):
         sc.cast_kernel[(kf.cdiv(n, 16),)](x, out, n, DST=KL_DTYPES[dst], BLOCK=16)
