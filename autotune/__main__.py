@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any, Sequence
 
@@ -48,6 +49,12 @@ def format_time(seconds: float) -> str:
     return "failed" if not math.isfinite(seconds) else f"{seconds * 1e6:,.1f} us"
 
 
+def console() -> Console:
+    """Rich wraps tables to 80 columns when stdout is not a terminal; a log file wants them whole."""
+    terminal = Console()
+    return terminal if terminal.is_terminal or "COLUMNS" in os.environ else Console(width=200)
+
+
 def default_device() -> str:
     """Where serving would run: CUDA, else an Ascend NPU, else the CPU."""
     if torch.cuda.is_available():
@@ -75,7 +82,11 @@ def _shapes(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     kernels = registry.tunable_kernels()
-    chosen = registry.select(kernels, args.kernel) if args.kernel else list(kernels.values())
+    try:
+        chosen = registry.select(kernels, args.kernel) if args.kernel else list(kernels.values())
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     tasks = [(k, shape) for shape in _shapes(args) for k in chosen]
     tuner = Tuner(effort=args.effort, budget_s=args.budget, search=args.search, force=args.force)
     results: list[TuneResult] = []
@@ -86,8 +97,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             try:
                 for launch in kernel.launches(shape):
                     results.append(tuner.tune(launch))
-            except (LookupError, TuneError) as exc:
-                problems.append(f"{kernel.name}: {exc}")
+            except (TuneError, ValueError, TypeError) as exc:
+                problems.append(f"{kernel.name} at {shape}: {exc}")
     table = Table(title=f"autotune ({args.effort})")
     for column in ("kernel", "key", "default", "default time", "best", "best time", "speed-up", "timed"):
         table.add_column(column, justify="right" if "time" in column or column in ("speed-up", "timed") else "left")
@@ -95,10 +106,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         speedup = r.default_time / r.best_time if math.isfinite(r.default_time) else math.inf
         table.add_row(r.kernel, format_key(r.key_fields, r.key), format_config(r.default), format_time(r.default_time),
                       format_config(r.best), format_time(r.best_time), f"{speedup:.2f}x", str(r.timed))
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for problem in problems:
-        console.print(f"[red]skipped[/red] {problem}")
+        out.print(f"[red]skipped[/red] {problem}")
     return 1 if problems else 0
 
 
@@ -117,14 +128,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.failures:
             for text, reason in entry.failures.items():
                 table.add_row("", "", "", "", format_config(Config.from_json(text)), "failed", reason)
-    Console().print(table)
+    console().print(table)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     for kernel in registry.tunable_kernels().values():
-        tunable = "" if hasattr(kernel.module, "make_args") else "  (no make_args: cannot tune by name)"
-        print(f"{kernel.name.lstrip('_'):32} {kernel.module.__name__}  key={list(kernel.autotuned.key_names)}{tunable}")
+        print(f"{kernel.name.lstrip('_'):32} {kernel.module.__name__}  key={list(kernel.autotuned.key_names)}")
     return 0
 
 

@@ -1,15 +1,16 @@
 """The tunable kernels by name, and the example launches they are tuned on.
 
-Every `kf.autotune` kernel in a module of `kernelforge.kernels` is tunable. To tune it
-at a shape the tools need real arguments, which only the kernel's author knows how to
-build, so each kernel module provides
+Every `kf.autotune` kernel in a module of `kernelforge.kernels` is tunable. Tuning at a
+shape needs real arguments: by default they are one serving step through the public
+ops (`autotune.serving`), which launches every LLM kernel the way serving does. A kernel
+module outside that contract (or wanting other arguments) provides
 
     def make_args(**shape) -> list[tuple[Callable, tuple]]:
         '''(public op, positional args) calls that exercise this module's autotuned kernels.'''
 
 with `shape` keys from `SHAPE_DEFAULTS`. The tools call each op under
-`capture_launches()` and tune the launches it makes, so a kernel is tuned with exactly
-the grid and arguments its op would use in serving.
+`capture_launches()` and tune the launches of the kernel at hand, so a kernel is tuned
+with exactly the grid and arguments its op uses in serving.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from autotune import serving
 from kernelforge.autotuning import Autotuned, Launch, capture_launches
 
 KERNELS_PACKAGE = "kernelforge.kernels"
@@ -46,10 +48,8 @@ class TunableKernel:
 
     def launches(self, shape: Mapping[str, Any]) -> list[Launch]:
         """This kernel's launches (one per distinct key) when its module's ops run at `shape`."""
-        make_args: Callable[..., Iterable[tuple[Callable, tuple]]] | None = getattr(self.module, "make_args", None)
-        if make_args is None:
-            raise LookupError(f"{self.module.__name__} has no make_args(**shape), so {self.name} "
-                              "cannot be tuned by name")
+        make_args: Callable[..., Iterable[tuple[Callable, tuple]]] = getattr(
+            self.module, "make_args", serving.serving_calls)
         by_key: dict[tuple, Launch] = {}
         for op, args in make_args(**{**SHAPE_DEFAULTS, **shape}):
             with capture_launches() as launches:

@@ -37,9 +37,9 @@ def run(effort: str, max_tokens: int, reps: int, budget: float | None) -> list[d
             for shape in shapes:
                 try:
                     launches = kernel.launches(shape)
-                except LookupError as exc:
-                    print(f"skipped {kernel.name}: {exc}", file=sys.stderr)
-                    break
+                except (ValueError, TypeError) as exc:
+                    print(f"skipped {kernel.name} at {shape}: {exc}", file=sys.stderr)
+                    continue
                 for launch in launches:
                     try:
                         result = tuner.tune(launch)

@@ -118,6 +118,14 @@ def _works(name: str) -> bool:
         return False
 
 
+@pytest.fixture
+def cpu_backend(monkeypatch):
+    """Launches go to the CPU backend (the real LLM kernels are too slow interpreted)."""
+    if not _works("cpu"):
+        pytest.skip("backend cpu is not available here")
+    monkeypatch.setenv("KF_BACKEND", "cpu")
+
+
 @pytest.fixture(params=["cpu", "interpret"])
 def dsl_backend(request, monkeypatch):
     if not _works(request.param):

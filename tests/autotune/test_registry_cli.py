@@ -59,8 +59,24 @@ def test_tune_model_uses_the_models_serving_shapes(dsl_backend, kernels_package,
     assert keys == sorted(next_power_of_2(n * 96) for n in (1, 4, 16))
 
 
-def test_a_module_without_make_args_is_reported_not_fatal(kernels_package, monkeypatch, capsys):
+def test_modules_without_make_args_are_tuned_on_serving_calls(kernels_package, monkeypatch):
     kernel = kernels_package()
+    make_args = kernel.module.make_args
     monkeypatch.delattr(kernel.module, "make_args")
-    assert main(["tune", "--kernel", "double_kernel"]) == 1
-    assert "make_args" in capsys.readouterr().out
+    shapes = []
+
+    def serving_calls(**shape):
+        shapes.append(shape)
+        return make_args(**shape)
+
+    monkeypatch.setattr(registry.serving, "serving_calls", serving_calls)
+    (launch,) = kernel.launches({"num_tokens": 2, "hidden_size": 8})
+    assert launch.key[0] == 16 and shapes[0]["num_heads"] == registry.SHAPE_DEFAULTS["num_heads"]
+
+
+@pytest.mark.parametrize("tokens, seqs", [(1, 1), (4, 4), (6, 1), (5, 2)])
+def test_serving_calls_launch_every_llm_kernel(cpu_backend, tokens, seqs):
+    found = registry.tunable_kernels()
+    shape = {"num_tokens": tokens, "num_seqs": seqs, "context_len": 40}
+    launched = {name for name, kernel in found.items() if kernel.launches(shape)}
+    assert {"_rms_norm_kernel", "_rotary_kernel", "_reshape_and_cache_kernel", "_paged_attention_kernel"} <= launched
