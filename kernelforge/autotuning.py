@@ -15,8 +15,9 @@ with its documented default when nothing was tuned.
 
     kernel[grid](out, x, n_cols, num_tokens)     # BLOCK comes from the provider/default
 
-Choice at launch: a config forced with `forced_config` (what the tuner uses), else the
-installed provider's answer, else `default(args)`, else the first config.
+Choice at launch: a config forced with `forced_config`, else the installed provider's
+answer, else `default(args)`, else the first config. Tools find the launches behind an
+op with `capture_launches` and re-run them with any config through `Launch.run`.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def get_config_provider() -> ConfigProvider | None:
 def forced_config(autotuned: "Autotuned", config: Config) -> Iterator[None]:
     """Launch `autotuned` with `config` in this block (this thread), whatever the provider says.
 
-    The tuner uses this to time one candidate through the kernel's public op, which
-    computes the grid itself.
+    For running one op end to end with a chosen config (timing it, reproducing a bad
+    config), since the op computes the grid and arguments itself.
     """
     forced: dict[int, Config] = _local.__dict__.setdefault("forced", {})
     previous = forced.get(id(autotuned))
