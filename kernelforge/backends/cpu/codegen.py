@@ -14,6 +14,7 @@ One generated `launch(grid, args)` runs *all* program instances at once:
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import math
 import torch
@@ -23,7 +24,9 @@ from kernelforge.backends.cpu import affine, fusion, memory, predication
 from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return
 from kernelforge.ir import DType
 
-_RESERVED = {"torch", "math", "rt", "P", "grid", "args", "launch", "alive", "G"}
+# Names the generated module itself uses; kernel variables are renamed around them.
+_RESERVED = {"torch", "math", "rt", "views", "sanitizer", "P", "grid", "args", "launch", "alive",
+             *dir(builtins)}
 
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^",
            "shl": "<<", "shr": ">>", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",

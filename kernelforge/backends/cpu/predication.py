@@ -102,6 +102,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     trips, t = gen.fresh("trips"), gen.fresh("step")
     lo, hi = gen.fresh("all_run"), gen.fresh("longest")
     returns = contains_return(s.body)
+    defined_before = set(gen.defined)
     gen.emit(f"# for {gen.name(s.var)} in range({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)}): "
              "trip counts differ between programs")
     gen.emit(f"{trips} = rt.trip_counts({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)})"
@@ -125,7 +126,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.body_block(s.body, mask)
 
     carried = [v for v in merges]
-    reads = _varying_reads(gen, s) - set(carried)
+    reads = _varying_reads(gen, s, defined_before) - set(carried)
     if gen.facts.divergent_return:
         carried = carried + ["alive"]
         reads.discard("alive")
@@ -166,7 +167,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.depth -= 1
 
 
-def _varying_reads(gen: "CodeGen", s: ir.For) -> set[str]:
+def _varying_reads(gen: "CodeGen", s: ir.For, defined: set[str]) -> set[str]:
     """Per-program values defined outside the loop that its body (or bounds) read."""
     names: set[str] = set()
     for st in ir.walk(s.body):
@@ -174,4 +175,4 @@ def _varying_reads(gen: "CodeGen", s: ir.For) -> set[str]:
     names.update(operand_names(s))
     inner = assigned(s.body)
     return {n for n in names if n in gen.facts.varying and (n not in inner or n in gen.facts.merges[id(s)])
-            and n in gen.defined}
+            and n in defined}

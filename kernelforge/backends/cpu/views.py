@@ -284,13 +284,13 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
         value = value[(Ellipsis, *(slice(0, k) for k in box))]
     grid_sizes = sizes[: len(sizes) - rank]
     if value.dim() > rank:
-        value = value.reshape(*grid_sizes, *value.shape[1:])
+        value = value.reshape((*grid_sizes, *value.shape[1:]))
     m = _and(mask, conds_mask(P, rest, shape), active)
     if m is None:
         view.copy_(value)
         return
     if m.dim() > rank:
-        m = m.reshape(*grid_sizes, *m.shape[1:])
+        m = m.reshape((*grid_sizes, *m.shape[1:]))
     view.copy_(torch.where(m, value, view))
 
 
