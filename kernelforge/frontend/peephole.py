@@ -74,22 +74,62 @@ def _fold_block(block: ir.Block, uses: Counter, defs: Counter, params: set[int])
         elif isinstance(stmt, ir.If):
             _fold_block(stmt.then_body, uses, defs, params)
             _fold_block(stmt.else_body, uses, defs, params)
-        elif _is_copy(stmt) and _fold_one(stmts, i, uses, defs, params):
-            continue  # stmts[i] was removed; the next statement now sits at i
+        elif _is_copy(stmt):
+            if stmt.args[0] is stmt.dst:
+                del stmts[i]  # `x = x`, left behind when an arm kept a variable's value
+                continue
+            if _fold_one(stmts, i, uses, defs, params):
+                continue  # stmts[i] was removed; the next statement now sits at i
         i += 1
 
 
 def _fold_one(stmts: list[ir.Stmt], i: int, uses: Counter, defs: Counter, params: set[int]) -> bool:
+    """Retargets the definition(s) of a copy's source to the copy's destination.
+
+    Two shapes qualify: the source is defined once, earlier in the same block; or it is
+    an if-merged variable, defined once at the top level of each arm of an `If` earlier
+    in the block (what `x = ...` on both arms of a branch inside a loop produces).
+    """
     copy = stmts[i]
     src, home = copy.args[0], copy.dst
-    if id(src) in params or uses[id(src)] != 1 or defs[id(src)] != 1 or src.root != home.root:
+    if id(src) in params or uses[id(src)] != 1 or src.root != home.root:
         return False
     for j in range(i - 1, -1, -1):
         cand = stmts[j]
         if isinstance(cand, ir.Assign) and cand.dst is src:
-            if _touches(stmts[j + 1:i], home):
+            if defs[id(src)] != 1 or _touches(stmts[j + 1:i], home):
                 return False
             cand.dst = home
             del stmts[i]
             return True
+        if not _defines(cand, src):
+            continue
+        if not isinstance(cand, ir.If):
+            return False
+        arm_defs = _arm_defs(cand, src, home)
+        if arm_defs is None or len(arm_defs) != defs[id(src)] or _touches(stmts[j + 1:i], home):
+            return False
+        for d in arm_defs:
+            d.dst = home
+        for arm in (cand.then_body, cand.else_body):
+            arm.stmts[:] = [s for s in arm.stmts if not (_is_copy(s) and s.args[0] is s.dst)]
+        del stmts[i]
+        return True
     return False
+
+
+def _defines(stmt: ir.Stmt, var: ir.Var) -> bool:
+    return any(isinstance(s, ir.Assign) and s.dst is var for s in ir.walk(ir.Block([stmt])))
+
+
+def _arm_defs(branch: ir.If, src: ir.Var, home: ir.Var) -> list[ir.Assign] | None:
+    """The assignments to `src` if each sits at the top level of an arm with nothing after
+    it touching `home`; None when the shape does not qualify."""
+    found = []
+    for arm in (branch.then_body, branch.else_body):
+        for k, stmt in enumerate(arm.stmts):
+            if isinstance(stmt, ir.Assign) and stmt.dst is src:
+                if _touches(arm.stmts[k + 1:], home):
+                    return None
+                found.append(stmt)
+    return found

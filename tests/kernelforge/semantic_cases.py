@@ -181,6 +181,33 @@ def helper_kernel(x_ptr, out_ptr, flags_ptr, n, scale, BLOCK: kl.constexpr, HI: 
 
 
 @kf.jit
+def _running_max(x_ptr, start, n):
+    """Max and first argmax of x[start:start+n] with a scalar loop and a one-armed if."""
+    best = float("-inf")
+    arg = -1
+    for i in range(start, start + n):
+        v = kl.load(x_ptr + i)
+        if v > best:
+            best = v
+            arg = i
+    return best, arg
+
+
+@kf.jit
+def nested_loop_kernel(x_ptr, best_ptr, arg_ptr, n_cols, REPEAT: kl.constexpr):
+    """The helper's loop nested in an outer runtime loop: carried values cross two levels."""
+    pid = kl.program_id(0)
+    total = 0.0
+    idx = 0
+    for _ in range(REPEAT):
+        best, arg = _running_max(x_ptr, pid * n_cols, n_cols)
+        total += best
+        idx = arg
+    kl.store(best_ptr + pid, total / REPEAT)
+    kl.store(arg_ptr + pid, idx - pid * n_cols)
+
+
+@kf.jit
 def atomic_add_kernel(idx_ptr, val_ptr, out_ptr, n, BLOCK: kl.constexpr):
     offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
     mask = offs < n
@@ -292,6 +319,7 @@ CASES: list[Case] = [
     Case("static_range", static_range_kernel, (_f32(40), _f32(40), 40), {"BLOCK": 16, "TAPS": 3}, (3,)),
     Case("helper", helper_kernel, (_f32(40), _f32(40), _i32([0] * 40), 40, 0.5),
          {"BLOCK": 16, "HI": 1}, (3,)),
+    Case("nested_loop", nested_loop_kernel, (_f32(3, 7), _f32(3), _i32([0] * 3), 7), {"REPEAT": 2}, (3,)),
     Case("atomic_add", atomic_add_kernel, (_i32([0, 1, 1, 2] * 10), _f32(40), _f32(3), 40), {"BLOCK": 16}, (3,)),
     Case("cast", cast_kernel, (_f32(40), _f32(40).half(), 40), {"DST": kl.float16, "BLOCK": 16}, (3,)),
     Case("select", select_kernel, (_f32(40), _f32(40), _f32(40), 40), {"BLOCK": 16}, (3,)),

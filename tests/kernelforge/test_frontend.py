@@ -324,3 +324,25 @@ def test_load_store_operands_have_the_pointer_shape_and_dtype():
 def test_readable_names_follow_the_source():
     listing = ir.format_kernel(compile_ir(loop_kernel))
     assert "%acc" in listing and "%count" in listing and "for %i in range(%start, %n, 2:int32)" in listing
+
+
+@kf.jit
+def argmax_loop_kernel(x_ptr, out_ptr, n):
+    best = float("-inf")
+    arg = -1
+    for i in range(n):
+        v = kl.load(x_ptr + i)
+        if v > best:
+            best = v
+            arg = i
+    kl.store(out_ptr, best + arg)
+
+
+def test_branch_updates_inside_a_loop_write_the_carried_variables_directly():
+    kernel = compile_ir(argmax_loop_kernel)
+    (loop,) = stmts(kernel, ir.For)
+    (branch,) = [s for s in loop.body.stmts if isinstance(s, ir.If)]
+    assert loop.body.stmts[-1] is branch, "no copies after the if"
+    assert branch.else_body.stmts == [], "the arm that keeps the values does nothing"
+    init = {s.dst.name: s.dst for s in kernel.body.stmts if isinstance(s, ir.Assign)}
+    assert {s.dst for s in branch.then_body.stmts} == {init["best"], init["arg"]}

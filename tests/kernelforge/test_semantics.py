@@ -165,6 +165,16 @@ def test_inlined_helpers(backend, n, scale, hi, seed):
     assert torch.equal(flags, (expected != y).to(torch.int32))
 
 
+@given(rows=st.integers(1, 5), cols=st.integers(1, 9), repeat=st.sampled_from([1, 3]), seed=seeds)
+def test_nested_loops_through_a_helper(backend, rows, cols, repeat, seed):
+    x = rand(seed, rows, cols)
+    best, arg = torch.empty(rows), torch.empty(rows, dtype=torch.int32)
+    with kf.backend(backend):
+        sc.nested_loop_kernel[(rows,)](x, best, arg, cols, REPEAT=repeat)
+    close(best, x.amax(1))
+    assert torch.equal(arg, x.argmax(1).to(torch.int32))
+
+
 @given(n=st.integers(1, 100), slots=st.integers(1, 5), dtype=st.sampled_from([torch.float32, torch.int32]),
        seed=seeds)
 def test_atomic_add_with_colliding_addresses(backend, n, slots, dtype, seed):
