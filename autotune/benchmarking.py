@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Hashable, Mapping, TypeVar
 
 import torch
 
+K = TypeVar("K", bound=Hashable)
 _FLUSH_BYTES = 256 * 1024 * 1024  # larger than the L2 of any current GPU / NPU
 
 
@@ -88,5 +89,35 @@ def benchmark(
         samples.append(timer.time_once(fn))
         spent += samples[-1]
         if max_seconds is not None and spent > max_seconds and len(samples) >= 3:
+            break
+    return samples
+
+
+def interleaved(
+    fns: Mapping[K, Callable[[], object]],
+    timer: Timer,
+    *,
+    setup: Callable[[], object] | None = None,
+    warmup: int = 2,
+    reps: int = 10,
+    max_seconds: float | None = None,
+) -> dict[K, list[float]]:
+    """Time several functions in rounds, one run of each per round, so that load drifting on
+    a shared machine during the measurement slows them all alike; for head-to-head reports.
+    Stops after `reps` rounds or, past three rounds, once `max_seconds` of timed runs is spent."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            if setup is not None:
+                setup()
+            fn()
+    samples: dict[K, list[float]] = {k: [] for k in fns}
+    spent = 0.0
+    for round_ in range(max(1, reps)):
+        for k, fn in fns.items():
+            if setup is not None:
+                setup()
+            samples[k].append(timer.time_once(fn))
+            spent += samples[k][-1]
+        if max_seconds is not None and spent > max_seconds and round_ >= 2:
             break
     return samples

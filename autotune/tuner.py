@@ -18,6 +18,7 @@ without a reference there is nothing to check candidates against.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import statistics
@@ -28,7 +29,7 @@ import torch
 
 from kernelforge.autotuning import Config, Launch
 
-from autotune.benchmarking import benchmark, timer_for
+from autotune.benchmarking import benchmark, interleaved, timer_for
 from autotune.cache import AutotuneCache, Entry, library_versions
 from autotune.effort import Effort, get_effort
 from autotune.search import get_search
@@ -93,13 +94,20 @@ class _Runner:
             raise TuneError(f"{self.launch.autotuned.name}: the default config {default} fails: "
                             f"{_reason(exc)}") from exc
 
+    def check(self, config: Config) -> str | None:
+        """Why `config` is unusable (it raises, or its outputs differ from the reference), or None."""
+        try:
+            mismatch = self._mismatch(self.run_once(config))
+        except Exception as exc:
+            return _reason(exc)
+        return None if mismatch is None else f"wrong output: {mismatch}"
+
     def measure(self, config: Config) -> tuple[float, str | None]:
         """(median seconds, None), or (inf, reason) when the config fails or is wrong."""
+        failure = self.check(config)
+        if failure is not None:
+            return math.inf, failure
         try:
-            outputs = self.run_once(config)
-            mismatch = self._mismatch(outputs)
-            if mismatch is not None:
-                return math.inf, f"wrong output: {mismatch}"
             samples = benchmark(lambda: self.launch.run(config), self.timer, setup=self.restore,
                                 warmup=max(0, self.effort.warmup - 1), reps=self.effort.reps,
                                 max_seconds=self.effort.per_config_s)
@@ -141,11 +149,18 @@ class Tuner:
         self.seed = seed
 
     def measure(self, launch: Launch, configs: list[Config]) -> dict[Config, float]:
-        """Time `configs` afresh (checked against the default, not cached): for reports that
-        must not reuse the noisy timings a search picked its winner by."""
+        """Median seconds of `configs` timed afresh and interleaved (not cached; inf for a
+        config that fails or disagrees with the default): for reports that must not reuse
+        the noisy timings a search picked its winner by."""
         runner = _Runner(launch, self.effort)
         runner.set_reference(launch.autotuned.default_config(launch))
-        return {config: runner.measure(config)[0] for config in configs}
+        times = {config: math.inf for config in configs}
+        valid = [config for config in dict.fromkeys(configs) if runner.check(config) is None]
+        samples = interleaved({c: functools.partial(runner.launch.run, c) for c in valid}, runner.timer,
+                              setup=runner.restore, warmup=self.effort.warmup, reps=self.effort.reps,
+                              max_seconds=self.effort.per_config_s * max(1, len(valid)))
+        times.update({c: statistics.median(s) for c, s in samples.items()})
+        return times
 
     def entry_for(self, launch: Launch) -> Entry:
         """The cached entry for this launch's key, or a new empty one."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autotune import AutotuneCache, Tuner, TuneError
-from autotune.benchmarking import CPUTimer, benchmark
+from autotune.benchmarking import CPUTimer, benchmark, interleaved
 from kernelforge import autotuning
 from kernelforge.autotuning import Config
 from kernelforge.backends.npu_rules import NPUResourceError
@@ -139,3 +139,20 @@ def test_benchmark_runs_setup_untimed_and_caps_time():
                         warmup=2, reps=5)
     assert len(samples) == 5 and log == ["setup", "run"] * 7
     assert len(benchmark(lambda: sum(range(10000)), CPUTimer(), reps=1000, max_seconds=0.0)) == 3
+
+
+def test_interleaved_alternates_and_caps_time():
+    log = []
+    samples = interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, CPUTimer(),
+                          warmup=1, reps=3)
+    assert log == ["a", "b"] * 4 and {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3}
+    capped = interleaved({"a": lambda: sum(range(10000))}, CPUTimer(), reps=1000, max_seconds=0.0)
+    assert len(capped["a"]) == 3
+
+
+def test_measure_times_afresh_and_scores_bad_configs_infinite(fake_target, make_scale, capture_one):
+    jit, at = make_scale(configs=(16, 3, 7, 32))
+    times = Tuner(effort="none").measure(capture_one(at), [Config(BLOCK=b) for b in (16, 3, 7, 32)])
+    assert times[Config(BLOCK=3)] == times[Config(BLOCK=7)] == math.inf
+    assert 0 < times[Config(BLOCK=16)] < math.inf and 0 < times[Config(BLOCK=32)] < math.inf
+    assert AutotuneCache().entries() == []
