@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+import autotune
+from models import load_model
 from runtime.block_manager import BlockManager
 from runtime.detokenizer import IncrementalDetokenizer
 from runtime.kv_cache import num_kv_blocks
@@ -78,9 +80,8 @@ class LLMEngine:
     def __init__(self, args: EngineArgs, model: Any = None, tokenizer: Any = None):
         """Load `args.model` (or use an already loaded `model`/`tokenizer` pair) and size the
         KV cache. `args.device` and `args.dtype` only apply when loading."""
+        autotune.install()  # tuned kernel configs from the cache (never tunes on the hot path)
         if model is None:
-            from models import load_model
-
             model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
         self.args = args
         self.model_config = model.config
