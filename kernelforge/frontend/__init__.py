@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from kernelforge import ir
 from kernelforge.errors import CompilationError
 from kernelforge.frontend.builder import Builder
-from kernelforge.frontend.codegen import JIT_ATTR, CodeGenerator, _Frame
+from kernelforge.frontend.codegen import JIT_ATTR, CodeGenerator, Frame
 from kernelforge.frontend.peephole import fold_copies
 from kernelforge.frontend.source import FunctionSource
 from kernelforge.frontend.values import Tensor
@@ -58,7 +58,7 @@ def _compile(fn: Callable, src: FunctionSource, param_types: Mapping[str, ir.Blo
         var = ir.Var(builder.names.fresh(name), type_, name if type_.is_pointer else None)
         params.append(ir.Param(name, var))
         scope[name] = Tensor(var)
-    gen = CodeGenerator(builder, fn.__name__, _Frame(src, is_kernel=True), scope)
+    gen = CodeGenerator(builder, fn.__name__, Frame(src, is_kernel=True), scope)
     gen.visit(src.tree)
     kernel = ir.Kernel(fn.__name__, params, dict(constexprs), builder.body, src.file, src.line_of(src.tree))
     fold_copies(kernel)
