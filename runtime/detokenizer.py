@@ -24,7 +24,12 @@ class Tokenizer(Protocol):
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool = True):
-        self.tokenizer = tokenizer
+        # A transformers fast tokenizer's Rust backend decodes the same ids without the
+        # Python argument handling around it (a third of the per-token cost), unless
+        # transformers would post-process the text (clean_up_tokenization_spaces).
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        use_backend = backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        self.tokenizer = backend if use_backend else tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.token_ids = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self.prefix_offset = 0
