@@ -18,6 +18,7 @@ import ast
 import functools
 import hashlib
 import inspect
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -174,8 +175,10 @@ class JITFunction:
                                     f"{value.dtype}")
                 if not value.is_contiguous():
                     raise ValueError(f"kernel {self.__name__}(): argument {n!r} is not contiguous "
-                                     f"(shape {tuple(value.shape)}, strides {value.stride()}); kernels get raw "
-                                     "pointers, so pass x.contiguous() or pass the strides as arguments")
+                                     f"(shape {tuple(value.shape)}, strides {value.stride()}); kernels index "
+                                     "tensors through raw pointers, so pass x.contiguous(), or pass a "
+                                     "contiguous tensor that holds the view plus its offset and strides "
+                                     "as integer arguments")
                 if device is None:
                     device, device_arg = value.device, n
                 elif value.device != device:
@@ -242,7 +245,7 @@ class JITFunction:
         backend = get_backend(backend_name)
         type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (id(backend), device, const_key, type_key)
+        memo_key = (id(backend), device, os.environ.get("KF_SANITIZE", "0"), const_key, type_key)
         launch = self._launchers.get(memo_key)
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
@@ -254,8 +257,12 @@ class JITFunction:
 
     def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
                  constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:
+        # KF_SANITIZE changes what the cpu backend generates; a backend's cache_tag (a hash of
+        # its code generator) keeps sources from an older generator out of use.
+        tag = getattr(backend, "cache_tag", None)
         key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key,
-                              tuple(map(str, type_key)))
+                              tuple(map(str, type_key)), os.environ.get("KF_SANITIZE", "0"),
+                              tag() if tag is not None else "")
         source = cache.get(backend_name, key)
         if source is None:
             source = backend.generate(compile_kernel(self.fn, types, constexprs))

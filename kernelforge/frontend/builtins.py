@@ -19,6 +19,8 @@ from kernelforge.language.core import BUILTIN_ATTR
 def _cdiv(b: Builder, a: Any, d: Any) -> Any:
     if not isinstance(a, Tensor) and not isinstance(d, Tensor):
         return (a + d - 1) // d
+    if not isinstance(d, Tensor):
+        return sem.floordiv(b, sem.add(b, a, d - 1), d)
     return sem.floordiv(b, sem.sub(b, sem.add(b, a, d), 1), d)
 
 
@@ -45,17 +47,13 @@ _IMPLS: dict[str, Callable[..., Any]] = {
     "abs": lambda b, x: sem.abs_(b, x),
     "sum": _reduction("sum"), "max": _reduction("max"), "min": _reduction("min"),
     "argmax": lambda b, input, axis, keep_dims=False: sem.reduce(b, "argmax", input, axis, keep_dims),
-    "dot": lambda b, a, b_, acc=None: sem.dot(b, a, b_, acc),
-    "trans": lambda b, input, dims: sem.trans(b, input, dims),
-    "reshape": lambda b, input, shape: sem.reshape(b, input, shape),
-    "broadcast_to": lambda b, input, shape: sem.broadcast_to(b, input, shape),
+    "dot": lambda b, x, y, acc=None: sem.dot(b, x, y, acc),
+    "trans": lambda b, input, *dims: sem.trans(b, input, dims),
+    "reshape": lambda b, input, *shape: sem.reshape(b, input, shape),
+    "broadcast_to": lambda b, input, *shape: sem.broadcast_to(b, input, shape),
     "cdiv": _cdiv,
     **{op: _math(op) for op in ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "cos", "sin")},
 }
-
-# Parameter names that clash with the builder argument `b` in the impls above.
-_RENAMED = {"dot": {"b": "b_"}}
-
 
 def builtin_name(obj: Any) -> str | None:
     """The builtin `obj` declares, or None when it is not a language builtin."""
@@ -77,9 +75,8 @@ def call_builtin(b: Builder, name: str, args: tuple, kwargs: dict[str, Any]) -> 
     except TypeError as exc:
         raise SemanticError(f"kl.{name}(): {exc}") from None
     bound.apply_defaults()
-    renames = _RENAMED.get(name, {})
-    values = {renames.get(k, k): v for k, v in bound.arguments.items()}
-    return impl(b, **values)
+    # Positionally, so that the declarations' parameter names never clash with the builder's.
+    return impl(b, *bound.args, **bound.kwargs)
 
 
 # Tensor methods that forward to a builtin with the tensor as first argument.

@@ -25,7 +25,7 @@ from kernelforge.frontend.builder import Builder
 from kernelforge.frontend.builtins import TENSOR_METHODS, builtin_name, call_builtin
 from kernelforge.frontend.control_flow import ControlFlow
 from kernelforge.frontend.source import FunctionSource
-from kernelforge.frontend.values import SemanticError, Tensor, Undefined
+from kernelforge.frontend.values import PointerDType, SemanticError, Tensor, Undefined
 from kernelforge.language.core import constexpr
 
 JIT_ATTR = "__kf_jit_function__"  # set on JITFunction objects: the Python function they wrap
@@ -231,7 +231,7 @@ class CodeGenerator(ControlFlow, ast.NodeVisitor):
         value = self.visit(node.value)
         if isinstance(value, Tensor):
             if node.attr == "dtype":
-                return value.dtype
+                return PointerDType(value.dtype) if value.is_pointer else value.dtype
             if node.attr == "shape":
                 return value.shape
             if node.attr == "T":

@@ -44,6 +44,16 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class PointerDType:
+    """What `ptr.dtype` gives for a pointer, as in Triton: `ptr.dtype.element_ty` is the pointee."""
+
+    element_ty: ir.DType
+
+    def __repr__(self) -> str:
+        return f"pointer<{self.element_ty!r}>"
+
+
+@dataclass(frozen=True)
 class Undefined:
     """A name that exists in Python's eyes but has no value at this point of the kernel
     (assigned on one arm of an `if` only, or inside a loop); using it is an error."""

@@ -346,3 +346,18 @@ def test_branch_updates_inside_a_loop_write_the_carried_variables_directly():
     assert branch.else_body.stmts == [], "the arm that keeps the values does nothing"
     init = {s.dst.name: s.dst for s in kernel.body.stmts if isinstance(s, ir.Assign)}
     assert {s.dst for s in branch.then_body.stmts} == {init["best"], init["arg"]}
+
+
+@kf.jit
+def cdiv_and_element_ty_kernel(x_ptr, out_ptr, k, BK: kl.constexpr):
+    n_tiles = kl.cdiv(k, BK)
+    kl.store(out_ptr, n_tiles.to(out_ptr.dtype.element_ty))
+    kl.store(x_ptr, kl.load(x_ptr).to(x_ptr.dtype.element_ty))
+
+
+def test_cdiv_on_runtime_values_and_pointer_element_types():
+    kernel = compile_ir(cdiv_and_element_ty_kernel, {"out_ptr": "*fp16"}, BK=16)
+    assert [a.op for a in assigns(kernel)][:2] == ["add", "floordiv"]
+    assert assigns(kernel)[0].args[1] == ir.Const(15, ir.BlockType(ir.DType.int32))
+    casts = assigns(kernel, "cast")
+    assert [c.dst.type.dtype for c in casts] == [ir.DType.float16]

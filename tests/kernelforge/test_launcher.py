@@ -220,3 +220,11 @@ def test_cli_show_prints_generated_source(capsys):
     assert out.startswith("kernel copy_kernel(src_ptr: *float16") and "BLOCK=16" in out
     assert main(["show", f"{__name__}:copy_kernel", "--backend", "ir"]) == 1
     assert "missing constexpr 'BLOCK'" in capsys.readouterr().err
+
+
+def test_sanitize_mode_is_part_of_the_specialisation(fake, monkeypatch):
+    x, y = torch.zeros(4), torch.zeros(4)
+    copy_kernel[(1,)](x, y, 4, BLOCK=4)
+    monkeypatch.setenv("KF_SANITIZE", "1")
+    copy_kernel[(1,)](x, y, 4, BLOCK=4)
+    assert len(fake.generated) == 2
