@@ -43,6 +43,13 @@ class Programs:
             self._pids[axis] = p
         return self._pids[axis]
 
+    def pid_index(self, axis: int) -> torch.Tensor:
+        """`pid(axis)` as int64, for `index_select`."""
+        key = axis + 3
+        if key not in self._pids:
+            self._pids[key] = self.pid(axis).long()
+        return self._pids[key]
+
     def subset(self, keep: torch.Tensor) -> "Programs":
         """The programs selected by `keep` (bool or index tensor over the current set)."""
         rows = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep
@@ -64,7 +71,7 @@ class Compaction:
         self.programs = P if self.rows is None else P.subset(self.rows)
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.rows is None else x[self.rows]
+        return x if self.rows is None else x.index_select(0, self.rows)
 
     def put(self, full: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.rows is None:
@@ -149,16 +156,21 @@ def _lanes(offs: Value, mask: Value | None, active: torch.Tensor | None):
     return torch.broadcast_tensors(offs, torch.as_tensor(mask))
 
 
+def _take(flat_t: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """`flat_t[offs]`; `index_select` is several times faster than advanced indexing on CPU."""
+    return flat_t.index_select(0, offs.reshape(-1)).view(offs.shape)
+
+
 def gather(flat_t: torch.Tensor, offs: Value, mask: Value | None = None, other: Value = 0,
            active: torch.Tensor | None = None) -> torch.Tensor:
     """Masked load: masked-off lanes read `other` and never touch memory."""
     offs, mask = _lanes(offs, mask, active)
     if mask is None:
-        return flat_t[offs]
+        return _take(flat_t, offs)
     if flat_t.numel() == 0:
         return torch.full(offs.shape, other, dtype=flat_t.dtype) if not isinstance(other, torch.Tensor) \
             else other.to(flat_t.dtype).expand(offs.shape).clone()
-    vals = flat_t[torch.where(mask, offs, 0)]
+    vals = _take(flat_t, torch.where(mask, offs, 0))
     return torch.where(mask, vals, other)
 
 

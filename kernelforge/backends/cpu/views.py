@@ -152,11 +152,11 @@ def _view(t: torch.Tensor, P: Programs, plan_view: tuple) -> torch.Tensor:
     mode, sizes, strides, base, axis = plan_view
     view = t.as_strided(sizes, strides, t.storage_offset() + base)
     if mode == "tiles":
-        return view[P.pid(axis).long()]
+        return view.index_select(0, P.pid_index(axis))
     if mode == "reshape":
         view = view.reshape(P.total, *sizes[3:])
     if P.idx is not None and mode != "uniform":
-        return view[P.idx] if mode != "broadcast" else view[: P.G]
+        return view.index_select(0, P.idx) if mode != "broadcast" else view[: P.G]
     return view
 
 
