@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -257,17 +258,32 @@ class JITFunction:
 
     def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
                  constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:
-        # KF_SANITIZE changes what the cpu backend generates; a backend's cache_tag (a hash of
-        # its code generator) keeps sources from an older generator out of use.
-        tag = getattr(backend, "cache_tag", None)
+        # KF_SANITIZE changes what the cpu backend generates; the backend's tag keeps sources
+        # written by an older version of its code generator out of use.
         key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key,
                               tuple(map(str, type_key)), os.environ.get("KF_SANITIZE", "0"),
-                              tag() if tag is not None else "")
+                              _backend_tag(backend))
         source = cache.get(backend_name, key)
         if source is None:
             source = backend.generate(compile_kernel(self.fn, types, constexprs))
             cache.put(backend_name, key, source)
         return backend.load(source, f"{self.__name__}_{key}")
+
+
+@functools.lru_cache(maxsize=None)
+def _backend_tag(backend: Any) -> str:
+    """`backend.cache_tag()` when it defines one, else a hash of its package's sources."""
+    tag = getattr(backend, "cache_tag", None)
+    if tag is not None:
+        return str(tag())
+    try:
+        package = Path(inspect.getfile(type(backend))).parent
+    except TypeError:  # a class defined outside any file
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, int]:

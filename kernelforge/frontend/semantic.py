@@ -511,8 +511,6 @@ def dot(b: Builder, x: Value, y: Value, acc: Value = None) -> Tensor:
     if a.dtype is not c.dtype:
         raise SemanticError(f"kl.dot inputs must share a dtype, got {a.dtype!r} and {c.dtype!r}")
     m, k, n = a.shape[0], a.shape[1], c.shape[1]
-    if min(m, k, n) < 16:
-        raise SemanticError(f"kl.dot needs every dimension >= 16 (as Triton does), got M={m}, K={k}, N={n}")
     out = DType.int32 if a.dtype is DType.int8 else DType.float32
     if acc is None:
         return b.op("dot", (a, c), BlockType(out, (m, n)))

@@ -137,3 +137,14 @@ def test_second_process_reuses_the_disk_cache(tmp_path):
     for r in runs:
         assert r.returncode == 0, r.stderr
     assert [r.stdout.strip() for r in runs] == ["1", "0"]
+
+
+def test_a_changed_backend_generator_does_not_reuse_old_sources(fake, monkeypatch):
+    fake.cache_tag = lambda: "generator-v1"
+    twice_kernel[(1,)](torch.ones(4), 4, BLOCK=4)
+    newer = type(fake)()
+    newer.cache_tag = lambda: "generator-v2"
+    monkeypatch.setattr(jit_module, "get_backend", lambda name: newer)
+    cache.clear_memory()
+    twice_kernel[(1,)](torch.ones(4), 4, BLOCK=4)
+    assert len(fake.generated) == 1 and len(newer.generated) == 1

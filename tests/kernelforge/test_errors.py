@@ -159,8 +159,8 @@ def int_exp(x_ptr):
 
 
 @kf.jit
-def dot_too_small(x_ptr):
-    a = kl.zeros((8, 8), dtype=kl.float32)
+def dot_inner_mismatch(x_ptr):
+    a = kl.zeros((16, 32), dtype=kl.float32)
     kl.store(x_ptr, kl.sum(kl.dot(a, a), axis=None))
 
 
@@ -189,7 +189,7 @@ def static_assert(x_ptr, BLOCK: kl.constexpr):
     (store_to_subscript, "x_ptr[0] = 1.0", "cannot assign to Subscript"),
     (bad_builtin_args, "kl.exp(1.0, 2.0)", "kl.exp()"),
     (int_exp, "kl.exp(kl.arange(0, 16))", "kl.exp needs a floating-point operand"),
-    (dot_too_small, "kl.dot(a, a)", "kl.dot needs every dimension >= 16"),
+    (dot_inner_mismatch, "kl.dot(a, a)", "kl.dot inner dimensions differ: [16, 32] x [16, 32]"),
 ])
 def test_error_names_kernel_file_line_and_source(fn, needle, message):
     assert_points_at(compile_error(fn), fn, needle, message)

@@ -98,6 +98,16 @@ def test_dot_with_accumulator(backend, m, n, k, dtype, seed):
     torch.testing.assert_close(c, a.float() @ b.float(), atol=1e-3 * math.sqrt(k), rtol=1e-3)
 
 
+@given(m=st.integers(1, 8), n=st.integers(1, 8), k=st.integers(1, 8), seed=seeds)
+def test_dot_with_blocks_below_16_on_cpu(m, n, k, seed):
+    """Triton needs dot dimensions >= 16; the cpu backend takes any (decode-sized tiles)."""
+    a, b = rand(seed, m, k), rand(seed + 1, k, n)
+    c = torch.empty(m, n)
+    with kf.backend("cpu"):
+        sc.matmul_kernel[(kf.cdiv(m, 4), kf.cdiv(n, 8))](a, b, c, m, n, k, BM=4, BN=8, BK=2)
+    torch.testing.assert_close(c, a @ b, atol=1e-4, rtol=1e-4)
+
+
 @given(counts=st.lists(st.integers(0, 12), min_size=1, max_size=8), step=st.sampled_from([1, 2, 3]), seed=seeds)
 def test_for_loop_with_per_program_trip_counts(backend, counts, step, seed):
     g = torch.Generator().manual_seed(seed)
