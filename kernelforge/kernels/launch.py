@@ -1,14 +1,15 @@
 """Launch geometry shared by the LLM kernels.
 
-Every kernel walks its work items with a persistent loop,
-`for work in range(program_id(0), n_work, num_programs(0))`, so the grid size is a
-free choice made here and not in the kernels:
+Each kernel does its work item by item (a row, a token, a query block) in a jit helper,
+and its entry point chooses how programs map to items with the constexpr PERSISTENT:
 
 - On an Ascend NPU each program beyond the number of vector cores costs an extra
-  start-up round, so the grid is one program per vector core.
-- Elsewhere the grid is one program per work item: a GPU schedules them itself, and
-  the CPU backend runs all programs of a grid at once as one batch, so the loop runs a
-  single iteration and every work item is one row of that batch.
+  start-up round, so the grid is one program per vector core and each program walks
+  items `range(program_id(0), n_work, num_programs(0))` (PERSISTENT=True).
+- Elsewhere the grid is one program per item (PERSISTENT=False): a GPU schedules them
+  itself, and the CPU backend runs all programs of a grid at once as one batch, where
+  an item index that is `program_id(0)` itself keeps loads affine in the program id,
+  so they become strided views instead of gathers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from torch import Tensor
 from kernelforge.backends import num_cores, select_backend_name
 
 
+def persistent(device: torch.device) -> bool:
+    """Whether kernels on `device` loop over their work items in a core-sized grid."""
+    return device.type == "npu"
+
+
 def grid_size(n_work: int, device: torch.device) -> int:
-    """How many programs to launch for `n_work` persistent work items on `device`."""
-    if device.type == "npu":
+    """How many programs to launch for `n_work` work items on `device`."""
+    if persistent(device):
         return max(1, min(n_work, num_cores("vector", device)))
     return max(1, n_work)
 

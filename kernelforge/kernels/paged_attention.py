@@ -34,7 +34,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend
+from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend, persistent
 
 # Live bytes one program may hold on an Ascend NPU (192 KB UB, halved by double buffering).
 UB_BUDGET = 96 * 1024
@@ -76,6 +76,104 @@ def _default(args: dict) -> kf.Config:
     return fitting[-1]
 
 
+@kf.jit
+def _attend(
+    work,
+    out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
+    m_part_ptr, l_part_ptr, acc_part_ptr,
+    scale, num_seqs, num_kv_heads, search_steps, window,
+    query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
+    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+):
+    """One work item: (query block, KV head, KV segment) = work, segment fastest."""
+    BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
+    offs_m = kl.arange(0, BLOCK_M)
+    offs_d = kl.arange(0, HEAD_PAD)
+    offs_t = kl.arange(0, TILE)
+    d_mask = offs_d < HEAD_SIZE
+    row_token = offs_m // GROUP
+    row_head = offs_m % GROUP
+    kv_row = num_kv_heads * HEAD_SIZE  # elements per cache slot
+    segment = work % NUM_SEGMENTS
+    kv_head = work // NUM_SEGMENTS % num_kv_heads
+    q_block = work // NUM_SEGMENTS // num_kv_heads
+    # The sequence owning q_block: the last s with cu_seqlens_q[s] // BLOCK_Q + s <= q_block.
+    lo = 0
+    hi = num_seqs
+    for _ in range(search_steps):
+        mid = (lo + hi) // 2
+        go_right = kl.load(cu_seqlens_q_ptr + mid) // BLOCK_Q + mid <= q_block
+        searching = lo < hi
+        lo = kl.where(searching & go_right, mid + 1, lo)
+        hi = kl.where(searching & (go_right == 0), mid, hi)
+    seq = lo - 1
+    q_start = kl.load(cu_seqlens_q_ptr + seq)
+    q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+    q_block_start = (q_block - q_start // BLOCK_Q - seq) * BLOCK_Q
+    if q_block_start < q_len:
+        context_len = kl.load(seqused_k_ptr + seq)
+        token = q_block_start + row_token
+        row_valid = (row_token < BLOCK_Q) & (token < q_len)
+        head = kv_head * GROUP + row_head
+        q_mask = row_valid[:, None] & d_mask[None, :]
+        q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
+                    + offs_d[None, :], mask=q_mask, other=0.0)
+        q_pos = context_len - q_len + token  # absolute position of each row's query token
+        # Keys this query block can see: up to its last token's position when causal,
+        # from its first token's window start when a sliding window is set.
+        kv_end = context_len
+        if CAUSAL:
+            kv_end = kl.minimum(context_len, context_len - q_len + q_block_start + BLOCK_Q)
+        kv_start = 0
+        if USE_WINDOW:
+            kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
+        num_tiles = (kv_end - kv_start + TILE - 1) // TILE
+        tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
+        seg_start = kv_start + segment * tiles_per_segment * TILE
+        seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
+
+        m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
+        l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
+        acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
+        for tile_start in range(seg_start, seg_end, TILE):
+            k_pos = tile_start + offs_t
+            k_valid = k_pos < seg_end
+            block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
+                            mask=k_valid, other=0).to(kl.int64)
+            slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
+            # K and V share one [TILE, HEAD_PAD] offset block and mask.
+            kv_offsets = slot_off[:, None] + offs_d[None, :]
+            kv_mask = k_valid[:, None] & d_mask[None, :]
+            k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            scores = kl.dot(q, kl.trans(k)) * scale
+            visible = k_valid[None, :] & row_valid[:, None]
+            if CAUSAL:
+                visible = visible & (k_pos[None, :] <= q_pos[:, None])
+            if USE_WINDOW:
+                visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
+            scores = kl.where(visible, scores, float("-inf"))
+            m_new = kl.maximum(m_i, kl.max(scores, axis=1))
+            m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+            p = kl.exp(scores - m_safe[:, None])
+            alpha = kl.exp(m_i - m_safe)
+            l_i = l_i * alpha + kl.sum(p, axis=1)
+            v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
+            m_i = m_new
+
+        if NUM_SEGMENTS == 1:
+            out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
+            kl.store(out_ptr + (q_start + token)[:, None] * out_stride_t + head[:, None] * out_stride_h
+                     + offs_d[None, :], out, mask=q_mask)
+        else:
+            part = ((q_start + token) * (num_kv_heads * GROUP) + head) * NUM_SEGMENTS + segment
+            kl.store(m_part_ptr + part, m_i, mask=row_valid)
+            kl.store(l_part_ptr + part, l_i, mask=row_valid)
+            kl.store(acc_part_ptr + part[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_valid[:, None])
+
+
 @kf.autotune(configs=_configs, key=["num_tokens", "num_seqs", "max_seqlen_q", "max_seqlen_k", "num_kv_heads",
                                     "GROUP", "HEAD_PAD", "BLOCK_SIZE", "NUM_SEGMENTS"],
              bucket={"num_tokens": "pow2", "num_seqs": "pow2", "max_seqlen_q": "pow2", "max_seqlen_k": "pow2"},
@@ -87,118 +185,60 @@ def _paged_attention_kernel(
     scale, num_tokens, num_seqs, num_kv_heads, search_steps, window, max_seqlen_q, max_seqlen_k,
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
     HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
-    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, PERSISTENT: kl.constexpr,
     BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
-    BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
-    offs_m = kl.arange(0, BLOCK_M)
+    """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
+    (num_tokens // BLOCK_Q + num_seqs) * num_kv_heads * NUM_SEGMENTS work items."""
+    if PERSISTENT:
+        n_work = (num_tokens // (BLOCK_M // GROUP) + num_seqs) * num_kv_heads * NUM_SEGMENTS
+        for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
+            _attend(work, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr,
+                    seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs, num_kv_heads,
+                    search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
+                    block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
+                    NUM_SEGMENTS, BLOCK_M, TILE)
+    else:
+        _attend(kl.program_id(0), out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr,
+                    seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs, num_kv_heads,
+                    search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
+                    block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
+                    NUM_SEGMENTS, BLOCK_M, TILE)
+
+
+@kf.jit
+def _merge_row(row, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr, num_seqs, num_heads,
+               out_stride_t, out_stride_h, HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr,
+               NUM_SEGMENTS: kl.constexpr):
+    """out[t, h] = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the segments s of row (t, h)."""
+    segs = kl.arange(0, NUM_SEGMENTS)
     offs_d = kl.arange(0, HEAD_PAD)
-    offs_t = kl.arange(0, TILE)
-    d_mask = offs_d < HEAD_SIZE
-    row_token = offs_m // GROUP
-    row_head = offs_m % GROUP
-    kv_row = num_kv_heads * HEAD_SIZE  # elements per cache slot
-    n_work = (num_tokens // BLOCK_Q + num_seqs) * num_kv_heads * NUM_SEGMENTS
-    for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
-        segment = work % NUM_SEGMENTS
-        kv_head = work // NUM_SEGMENTS % num_kv_heads
-        q_block = work // NUM_SEGMENTS // num_kv_heads
-        # The sequence owning q_block: the last s with cu_seqlens_q[s] // BLOCK_Q + s <= q_block.
-        lo = 0
-        hi = num_seqs
-        for _ in range(search_steps):
-            mid = (lo + hi) // 2
-            go_right = kl.load(cu_seqlens_q_ptr + mid) // BLOCK_Q + mid <= q_block
-            searching = lo < hi
-            lo = kl.where(searching & go_right, mid + 1, lo)
-            hi = kl.where(searching & (go_right == 0), mid, hi)
-        seq = lo - 1
-        q_start = kl.load(cu_seqlens_q_ptr + seq)
-        q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
-        q_block_start = (q_block - q_start // BLOCK_Q - seq) * BLOCK_Q
-        if q_block_start < q_len:
-            context_len = kl.load(seqused_k_ptr + seq)
-            token = q_block_start + row_token
-            row_valid = (row_token < BLOCK_Q) & (token < q_len)
-            head = kv_head * GROUP + row_head
-            q_mask = row_valid[:, None] & d_mask[None, :]
-            q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
-                        + offs_d[None, :], mask=q_mask, other=0.0)
-            q_pos = context_len - q_len + token  # absolute position of each row's query token
-            # Keys this query block can see: up to its last token's position when causal,
-            # from its first token's window start when a sliding window is set.
-            kv_end = context_len
-            if CAUSAL:
-                kv_end = kl.minimum(context_len, context_len - q_len + q_block_start + BLOCK_Q)
-            kv_start = 0
-            if USE_WINDOW:
-                kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
-            num_tiles = (kv_end - kv_start + TILE - 1) // TILE
-            tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
-            seg_start = kv_start + segment * tiles_per_segment * TILE
-            seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
-
-            m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
-            l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
-            acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
-            for tile_start in range(seg_start, seg_end, TILE):
-                k_pos = tile_start + offs_t
-                k_valid = k_pos < seg_end
-                block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
-                                mask=k_valid, other=0).to(kl.int64)
-                slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
-                k = kl.load(key_cache_ptr + slot_off[None, :] + offs_d[:, None],
-                            mask=d_mask[:, None] & k_valid[None, :], other=0.0)
-                scores = kl.dot(q, k) * scale
-                visible = k_valid[None, :] & row_valid[:, None]
-                if CAUSAL:
-                    visible = visible & (k_pos[None, :] <= q_pos[:, None])
-                if USE_WINDOW:
-                    visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
-                scores = kl.where(visible, scores, float("-inf"))
-                m_new = kl.maximum(m_i, kl.max(scores, axis=1))
-                m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
-                p = kl.exp(scores - m_safe[:, None])
-                alpha = kl.exp(m_i - m_safe)
-                l_i = l_i * alpha + kl.sum(p, axis=1)
-                v = kl.load(value_cache_ptr + slot_off[:, None] + offs_d[None, :],
-                            mask=k_valid[:, None] & d_mask[None, :], other=0.0)
-                acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
-                m_i = m_new
-
-            if NUM_SEGMENTS == 1:
-                out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
-                kl.store(out_ptr + (q_start + token)[:, None] * out_stride_t + head[:, None] * out_stride_h
-                         + offs_d[None, :], out, mask=q_mask)
-            else:
-                part = ((q_start + token) * (num_kv_heads * GROUP) + head) * NUM_SEGMENTS + segment
-                kl.store(m_part_ptr + part, m_i, mask=row_valid)
-                kl.store(l_part_ptr + part, l_i, mask=row_valid)
-                kl.store(acc_part_ptr + part[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_valid[:, None])
+    token = row // num_heads
+    if token < kl.load(cu_seqlens_q_ptr + num_seqs):  # rows past the last sequence hold no partials
+        m = kl.load(m_part_ptr + row * NUM_SEGMENTS + segs)
+        l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
+        acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
+        m_max = kl.max(m, axis=0)
+        weight = kl.exp(m - kl.where(m_max == float("-inf"), 0.0, m_max))
+        total = kl.sum(weight * l, axis=0)
+        out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
+        kl.store(out_ptr + token * out_stride_t + row % num_heads * out_stride_h + offs_d, out,
+                 mask=offs_d < HEAD_SIZE)
 
 
 @kf.jit
 def _merge_segments_kernel(
     out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr,
     num_rows, num_seqs, num_heads, out_stride_t, out_stride_h,
-    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr, PERSISTENT: kl.constexpr,
 ):
-    """out[t, h] = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the segments s of row (t, h)."""
-    segs = kl.arange(0, NUM_SEGMENTS)
-    offs_d = kl.arange(0, HEAD_PAD)
-    num_query_tokens = kl.load(cu_seqlens_q_ptr + num_seqs)
-    for row in range(kl.program_id(0), num_rows, kl.num_programs(0)):
-        token = row // num_heads
-        if token < num_query_tokens:
-            m = kl.load(m_part_ptr + row * NUM_SEGMENTS + segs)
-            l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
-            acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
-            m_max = kl.max(m, axis=0)
-            weight = kl.exp(m - kl.where(m_max == float("-inf"), 0.0, m_max))
-            total = kl.sum(weight * l, axis=0)
-            out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
-            kl.store(out_ptr + token * out_stride_t + row % num_heads * out_stride_h + offs_d, out,
-                     mask=offs_d < HEAD_SIZE)
+    if PERSISTENT:
+        for row in range(kl.program_id(0), num_rows, kl.num_programs(0)):
+            _merge_row(row, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr, num_seqs, num_heads,
+                       out_stride_t, out_stride_h, HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS)
+    else:
+        _merge_row(kl.program_id(0), out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr, num_seqs,
+                   num_heads, out_stride_t, out_stride_h, HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS)
 
 
 def num_kv_segments(num_seqs: int, num_kv_heads: int, max_seqlen_q: int, max_seqlen_k: int,
@@ -274,12 +314,13 @@ def paged_attention(
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
         CAUSAL=bool(causal), USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+        PERSISTENT=persistent(query.device),
     )
     if segments > 1:
         rows = num_tokens * num_heads
         _merge_segments_kernel[(grid_size(rows, query.device),)](
             flat_view(out), m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads, out.stride(0), out.stride(1),
-            HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments,
+            HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments, PERSISTENT=persistent(query.device),
         )
 
 

@@ -1,6 +1,6 @@
 """Write new tokens' keys and values into the paged KV cache, vLLM's `reshape_and_cache`.
 
-Each work item is one token: its [num_kv_heads, head_size] key and value rows are
+Each work item is one token (`launch` says how programs map to items): its [num_kv_heads, head_size] key and value rows are
 contiguous in the input and land contiguously at cache[slot // block_size,
 slot % block_size] (flat offset slot * num_kv_heads * head_size), so the copy is a flat run of num_kv_heads * head_size elements,
 walked BLOCK at a time. Negative slots mark padding tokens and are skipped.
@@ -14,7 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2, pow2_between
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size
+from kernelforge.kernels.launch import flat_view, grid_size, persistent
 
 # Key and value chunks in flight (plus offsets): 8192 elements stay well inside 96 KB.
 MAX_BLOCK = 8192
@@ -28,26 +28,37 @@ def _configs(args: dict) -> list[kf.Config]:
     return [kf.Config(BLOCK=b) for b in pow2_between(128, _default(args)["BLOCK"])]
 
 
+@kf.jit
+def _cache_token(token, key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_mapping_ptr,
+                 row_size, key_stride, value_stride, BLOCK: kl.constexpr):
+    # int64: slot * row_size overflows int32 for caches over 2^31 elements.
+    slot = kl.load(slot_mapping_ptr + token).to(kl.int64)
+    if slot >= 0:
+        dst = slot * row_size  # the cache is contiguous: block * block_size + offset == slot
+        for start in range(0, row_size, BLOCK):
+            cols = start + kl.arange(0, BLOCK)
+            mask = cols < row_size
+            k = kl.load(key_ptr + token * key_stride + cols, mask=mask)
+            v = kl.load(value_ptr + token * value_stride + cols, mask=mask)
+            kl.store(key_cache_ptr + dst + cols, k, mask=mask)
+            kl.store(value_cache_ptr + dst + cols, v, mask=mask)
+
+
 @kf.autotune(configs=_configs, key=["row_size", "num_tokens"], bucket={"num_tokens": "pow2"},
              default=_default, outputs=["key_cache_ptr", "value_cache_ptr"])
 @kf.jit
 def _reshape_and_cache_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_mapping_ptr,
     num_tokens, row_size, key_stride, value_stride,
-    BLOCK: kl.constexpr,
+    PERSISTENT: kl.constexpr, BLOCK: kl.constexpr,
 ):
-    for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
-        # int64: slot * row_size overflows int32 for caches over 2^31 elements.
-        slot = kl.load(slot_mapping_ptr + token).to(kl.int64)
-        if slot >= 0:
-            dst = slot * row_size  # the cache is contiguous: block * block_size + offset == slot
-            for start in range(0, row_size, BLOCK):
-                cols = start + kl.arange(0, BLOCK)
-                mask = cols < row_size
-                k = kl.load(key_ptr + token * key_stride + cols, mask=mask)
-                v = kl.load(value_ptr + token * value_stride + cols, mask=mask)
-                kl.store(key_cache_ptr + dst + cols, k, mask=mask)
-                kl.store(value_cache_ptr + dst + cols, v, mask=mask)
+    if PERSISTENT:
+        for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
+            _cache_token(token, key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_mapping_ptr,
+                         row_size, key_stride, value_stride, BLOCK)
+    else:
+        _cache_token(kl.program_id(0), key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_mapping_ptr,
+                     row_size, key_stride, value_stride, BLOCK)
 
 
 def reshape_and_cache(
@@ -64,7 +75,7 @@ def reshape_and_cache(
     grid = (grid_size(num_tokens, key.device),)
     _reshape_and_cache_kernel[grid](
         flat_view(key), flat_view(value), key_cache, value_cache, slot_mapping, num_tokens, key.shape[1] * key.shape[2],
-        key.stride(0), value.stride(0),
+        key.stride(0), value.stride(0), PERSISTENT=persistent(key.device),
     )
 
 

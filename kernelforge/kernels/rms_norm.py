@@ -1,8 +1,9 @@
 """RMSNorm and the fused residual-add + RMSNorm, one DSL kernel for both.
 
-Each work item is one row. The row is walked in chunks of BLOCK columns twice: the first
-pass accumulates the sum of squares (and, fused, writes residual += x), the second reads
-the row again and writes the normalised, weighted result. Two passes keep the live
+Each work item is one row (`launch` says how programs map to items). The row is walked
+in chunks of BLOCK columns twice: the first pass accumulates the sum of squares (and,
+fused, writes residual += x), the second reads the row again and writes the normalised,
+weighted result. Two passes keep the live
 block at BLOCK elements whatever the hidden size, which bounds the NPU's on-chip
 buffer; when BLOCK covers the row each pass is a single iteration.
 """
@@ -15,7 +16,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2, pow2_between
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size
+from kernelforge.kernels.launch import flat_view, grid_size, persistent
 
 # Live fp32 blocks per program: x, residual, weight, the sum-of-squares accumulator and the
 # result; 4096 columns keep them at 80 KB, inside the NPU's 96 KB budget.
@@ -31,35 +32,48 @@ def _default(args: dict) -> kf.Config:
     return kf.Config(BLOCK=min(MAX_BLOCK, next_power_of_2(args["hidden"])))
 
 
+@kf.jit
+def _rms_norm_row(
+    row, out_ptr, x_ptr, residual_ptr, weight_ptr, hidden, out_stride, x_stride, residual_stride, eps,
+    FUSED_ADD: kl.constexpr, BLOCK: kl.constexpr,
+):
+    sum_sq = kl.zeros([BLOCK], dtype=kl.float32)
+    for start in range(0, hidden, BLOCK):
+        cols = start + kl.arange(0, BLOCK)
+        mask = cols < hidden
+        x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
+        if FUSED_ADD:
+            x = x + kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
+            kl.store(residual_ptr + row * residual_stride + cols, x, mask=mask)
+        sum_sq = sum_sq + x * x
+    rstd = kl.rsqrt(kl.sum(sum_sq, axis=0) / hidden + eps)
+    for start in range(0, hidden, BLOCK):
+        cols = start + kl.arange(0, BLOCK)
+        mask = cols < hidden
+        # Fused, the normalised input is the residual as stored (rounded to its dtype).
+        if FUSED_ADD:
+            x = kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
+        else:
+            x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
+        w = kl.load(weight_ptr + cols, mask=mask, other=0.0).to(kl.float32)
+        kl.store(out_ptr + row * out_stride + cols, x * rstd * w, mask=mask)
+
+
 @kf.autotune(configs=_configs, key=["hidden", "n_rows"], bucket={"n_rows": "pow2"},
              default=_default, outputs=["out_ptr", "residual_ptr"])
 @kf.jit
 def _rms_norm_kernel(
     out_ptr, x_ptr, residual_ptr, weight_ptr,
     n_rows, hidden, out_stride, x_stride, residual_stride, eps,
-    FUSED_ADD: kl.constexpr, BLOCK: kl.constexpr,
+    FUSED_ADD: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK: kl.constexpr,
 ):
-    for row in range(kl.program_id(0), n_rows, kl.num_programs(0)):
-        sum_sq = kl.zeros([BLOCK], dtype=kl.float32)
-        for start in range(0, hidden, BLOCK):
-            cols = start + kl.arange(0, BLOCK)
-            mask = cols < hidden
-            x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
-            if FUSED_ADD:
-                x = x + kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
-                kl.store(residual_ptr + row * residual_stride + cols, x, mask=mask)
-            sum_sq = sum_sq + x * x
-        rstd = kl.rsqrt(kl.sum(sum_sq, axis=0) / hidden + eps)
-        for start in range(0, hidden, BLOCK):
-            cols = start + kl.arange(0, BLOCK)
-            mask = cols < hidden
-            # Fused, the normalised input is the residual as stored (rounded to its dtype).
-            if FUSED_ADD:
-                x = kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
-            else:
-                x = kl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0).to(kl.float32)
-            w = kl.load(weight_ptr + cols, mask=mask, other=0.0).to(kl.float32)
-            kl.store(out_ptr + row * out_stride + cols, x * rstd * w, mask=mask)
+    if PERSISTENT:
+        for row in range(kl.program_id(0), n_rows, kl.num_programs(0)):
+            _rms_norm_row(row, out_ptr, x_ptr, residual_ptr, weight_ptr, hidden, out_stride, x_stride,
+                          residual_stride, eps, FUSED_ADD, BLOCK)
+    else:
+        _rms_norm_row(kl.program_id(0), out_ptr, x_ptr, residual_ptr, weight_ptr, hidden, out_stride, x_stride,
+                      residual_stride, eps, FUSED_ADD, BLOCK)
 
 
 def _rows(name: str, t: Tensor) -> Tensor:
@@ -76,7 +90,8 @@ def _launch(out: Tensor, x: Tensor, residual: Tensor, weight: Tensor, eps: float
         return
     grid = (grid_size(n_rows, x.device),)
     _rms_norm_kernel[grid](flat_view(out), flat_view(x), flat_view(residual), weight, n_rows, hidden,
-                           out.stride(0), x.stride(0), residual.stride(0), float(eps), FUSED_ADD=fused_add)
+                           out.stride(0), x.stride(0), residual.stride(0), float(eps), FUSED_ADD=fused_add,
+                           PERSISTENT=persistent(x.device))
 
 
 def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:

@@ -1,6 +1,6 @@
 """Rotary position embedding (RoPE), in place on query and key, vLLM's `rotary_embedding`.
 
-Each work item is one token. Its cos/sin row is loaded once and applied to every query
+Each work item is one token (`launch` says how programs map to items). Its cos/sin row is loaded once and applied to every query
 head and then every key head, BLOCK_H heads at a time as a [BLOCK_H, ROT_HALF] block of
 rotation pairs. Only the first rot_dim features of a head rotate (partial rotary); the
 rest are neither read nor written.
@@ -14,7 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size
+from kernelforge.kernels.launch import flat_view, grid_size, persistent
 
 # A head block holds x1, x2, the two results and their offsets: 6 fp32/int32 tiles of
 # BLOCK_H * ROT_HALF_PAD elements, so 4096 elements keep a program inside 96 KB.
@@ -47,15 +47,11 @@ def _rotate_heads(base_ptr, num_heads, first, second, pair_mask, cos, sin,
         kl.store(ptr2, x2 * cos[None, :] + x1 * sin[None, :], mask=mask)
 
 
-@kf.autotune(configs=_configs, key=["num_q_heads", "num_k_heads", "ROT_HALF_PAD", "num_tokens"],
-             bucket={"num_tokens": "pow2"}, default=_default, outputs=["query_ptr", "key_ptr"])
 @kf.jit
-def _rotary_kernel(
-    positions_ptr, query_ptr, key_ptr, cos_sin_ptr,
-    num_tokens, num_q_heads, num_k_heads, query_stride, key_stride, cos_sin_stride, rot_half,
-    HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
-    HAS_KEY: kl.constexpr, BLOCK_H: kl.constexpr,
-):
+def _rotate_token(token, positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
+                  query_stride, key_stride, cos_sin_stride, rot_half,
+                  HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
+                  HAS_KEY: kl.constexpr, BLOCK_H: kl.constexpr):
     i = kl.arange(0, ROT_HALF_PAD)
     pair_mask = i < rot_half
     # neox rotates feature i with i + rot_dim/2; gpt-j rotates 2i with 2i + 1.
@@ -65,15 +61,34 @@ def _rotary_kernel(
     else:
         first = 2 * i
         second = 2 * i + 1
-    for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
-        row = cos_sin_ptr + kl.load(positions_ptr + token) * cos_sin_stride
-        cos = kl.load(row + i, mask=pair_mask, other=0.0).to(kl.float32)
-        sin = kl.load(row + rot_half + i, mask=pair_mask, other=0.0).to(kl.float32)
-        _rotate_heads(query_ptr + token * query_stride, num_q_heads, first, second, pair_mask,
+    row = cos_sin_ptr + kl.load(positions_ptr + token) * cos_sin_stride
+    cos = kl.load(row + i, mask=pair_mask, other=0.0).to(kl.float32)
+    sin = kl.load(row + rot_half + i, mask=pair_mask, other=0.0).to(kl.float32)
+    _rotate_heads(query_ptr + token * query_stride, num_q_heads, first, second, pair_mask,
+                  cos, sin, HEAD_SIZE, BLOCK_H)
+    if HAS_KEY:
+        _rotate_heads(key_ptr + token * key_stride, num_k_heads, first, second, pair_mask,
                       cos, sin, HEAD_SIZE, BLOCK_H)
-        if HAS_KEY:
-            _rotate_heads(key_ptr + token * key_stride, num_k_heads, first, second, pair_mask,
-                          cos, sin, HEAD_SIZE, BLOCK_H)
+
+
+@kf.autotune(configs=_configs, key=["num_q_heads", "num_k_heads", "ROT_HALF_PAD", "num_tokens"],
+             bucket={"num_tokens": "pow2"}, default=_default, outputs=["query_ptr", "key_ptr"])
+@kf.jit
+def _rotary_kernel(
+    positions_ptr, query_ptr, key_ptr, cos_sin_ptr,
+    num_tokens, num_q_heads, num_k_heads, query_stride, key_stride, cos_sin_stride, rot_half,
+    HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
+    HAS_KEY: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_H: kl.constexpr,
+):
+    if PERSISTENT:
+        for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
+            _rotate_token(token, positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
+                          query_stride, key_stride, cos_sin_stride, rot_half,
+                          HEAD_SIZE, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
+    else:
+        _rotate_token(kl.program_id(0), positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
+                      query_stride, key_stride, cos_sin_stride, rot_half,
+                      HEAD_SIZE, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
 
 
 def rotary_embedding(
@@ -103,7 +118,7 @@ def rotary_embedding(
         num_tokens, num_q_heads, num_k_heads, query.stride(0),
         query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0), rot_half,
         HEAD_SIZE=head_size, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
-        HAS_KEY=key is not None,
+        HAS_KEY=key is not None, PERSISTENT=persistent(query.device),
     )
 
 
