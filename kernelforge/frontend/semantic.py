@@ -37,7 +37,10 @@ def number_dtype(x: bool | int | float) -> DType:
         if -2**63 <= x < 2**63:
             return DType.int64
         raise SemanticError(f"integer {x} does not fit in int64")
-    return DType.float32
+    magnitude = abs(x)
+    if magnitude in (0.0, math.inf) or x != x or 2**-126 <= magnitude <= (2 - 2**-23) * 2**127:
+        return DType.float32
+    return DType.float64  # outside fp32's normal range
 
 
 def _kind(d: DType) -> int:
@@ -78,7 +81,7 @@ def computation_type(a: DType, a_weak: bool, b: DType, b_weak: bool, div_or_mod:
         return DType.bfloat16
     if DType.bfloat16 in (a, b):
         return DType.float32
-    if div_or_mod and a.is_signed != b.is_signed and not (a.is_bool or b.is_bool):
+    if div_or_mod and a.is_signed != b.is_signed:  # int1 counts as unsigned, as in Triton
         raise SemanticError(f"cannot use / or % with {a!r} and {b!r}: they differ in signedness; cast one")
     return _integer_promote(a, b)
 

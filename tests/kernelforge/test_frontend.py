@@ -361,3 +361,26 @@ def test_cdiv_on_runtime_values_and_pointer_element_types():
     assert assigns(kernel)[0].args[1] == ir.Const(15, ir.BlockType(ir.DType.int32))
     casts = assigns(kernel, "cast")
     assert [c.dst.type.dtype for c in casts] == [ir.DType.float16]
+
+
+@pytest.mark.parametrize("div_or_mod", [False, True])
+def test_promotion_table_matches_triton(div_or_mod):
+    """Our `computation_type` against triton's own, for every dtype pair, strong and weak."""
+    tl = pytest.importorskip("triton.language")
+    semantic_mod = pytest.importorskip("triton.language.semantic")
+    from kernelforge.frontend.semantic import SemanticError, computation_type
+
+    theirs = semantic_mod.TritonSemantic(None).computation_type_impl
+    to_tl = {d: getattr(tl, d.dsl_name) for d in ir.DType}
+    from_tl = {t.name: d for d, t in to_tl.items()}
+    for a in ir.DType:
+        for b in ir.DType:
+            for a_weak, b_weak in ((False, False), (True, False), (False, True)):
+                case = f"{a!r}{' (weak)' if a_weak else ''} with {b!r}{' (weak)' if b_weak else ''}"
+                try:
+                    expected = from_tl[theirs(to_tl[a], a_weak, to_tl[b], b_weak, div_or_mod).name]
+                except TypeError:
+                    with pytest.raises(SemanticError):
+                        computation_type(a, a_weak, b, b_weak, div_or_mod)
+                    continue
+                assert computation_type(a, a_weak, b, b_weak, div_or_mod) is expected, case
