@@ -3,8 +3,8 @@
 `generate` returns readable Python source (what `kernel.source("cpu")` shows);
 `load` executes it once and hands back its `launch`. `KF_SANITIZE=1`, read at
 generate time, adds bounds checks to every memory access; the launcher's cache key
-must therefore include it. `KF_CPU_COMPILE=1`, read at load time, passes `launch`
-through `torch.compile` (see `compiled.py`).
+must therefore include it. `KF_CPU_COMPILE=1`, read at load time, hands the
+generated compute regions (`regions.py`) to `torch.compile`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,22 @@ from kernelforge.backends.cpu.codegen import generate
 
 def sanitize_enabled() -> bool:
     return os.environ.get("KF_SANITIZE", "0") not in ("", "0")
+
+
+def compile_enabled() -> bool:
+    return os.environ.get("KF_CPU_COMPILE", "0") not in ("", "0")
+
+
+def compile_regions(namespace: dict) -> None:
+    """Replaces each `_compute*` region of a loaded module with its `torch.compile` version.
+
+    Inductor compiles lazily on the first call, once per region (`dynamic=True`: the
+    number of programs may change between launches), and keeps its artifacts in its
+    own on-disk cache, so a later process reuses them.
+    """
+    for name, fn in list(namespace.items()):
+        if name.startswith("_compute") and callable(fn):
+            namespace[name] = torch.compile(fn, dynamic=True)
 
 
 class CPUBackend:
@@ -53,4 +69,6 @@ class CPUBackend:
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         namespace: dict = {"__name__": f"kernelforge_cpu_{abs(hash(key))}"}
         exec(compile(source, filename, "exec"), namespace)
+        if compile_enabled():
+            compile_regions(namespace)
         return namespace["launch"]

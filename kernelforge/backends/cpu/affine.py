@@ -62,7 +62,8 @@ class Form:
 
     @staticmethod
     def make(terms: dict[Key, Poly], shape: tuple[int, ...]) -> "Form":
-        items = tuple(sorted(((k, tuple(sorted(p.items()))) for k, p in terms.items() if p),
+        items = tuple(sorted(((k, tuple(sorted((m, c) for m, c in p.items() if c)))
+                              for k, p in terms.items() if any(p.values())),
                              key=lambda kv: repr(kv[0])))
         return Form(items, tuple(shape))
 

@@ -20,8 +20,8 @@ import math
 import torch
 
 from kernelforge import ir
-from kernelforge.backends.cpu import affine, fusion, memory, predication
-from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return
+from kernelforge.backends.cpu import affine, fusion, memory, predication, regions
+from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return, references
 from kernelforge.ir import DType
 
 # Names the generated module itself uses; kernel variables are renamed around them.
@@ -75,6 +75,8 @@ class CodeGen:
         self.live = affine.live_assigns(kernel, self.accesses)
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
+        self.total_refs = references(kernel.body)
+        self.functions: list[str] = []  # module-level compute regions
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}
 
@@ -183,19 +185,52 @@ class CodeGen:
         head.append("")
         for expr, name in self.consts.items():
             head.append(f"{name} = {expr}")
-        head += ["", "", "def launch(grid, args):"]
+        head += ["", ""] + self.functions + ["def launch(grid, args):"]
         return "\n".join(head + prologue + body) + "\n"
 
     # ------------------------------------------------------------------ statements
 
     def emit_block(self, block: ir.Block) -> None:
         start = len(self.lines)
+        region = regions.Region()
         for stmt in block.stmts:
-            self.emit_stmt(stmt)
-            if isinstance(stmt, ir.Return):
-                break
+            if not isinstance(stmt, ir.Assign):
+                self.flush(region)
+                self.emit_stmt(stmt)
+                if isinstance(stmt, ir.Return):
+                    break
+                continue
+            mark = len(self.lines)
+            self.emit_assign(stmt)
+            text = self.lines[mark:]
+            del self.lines[mark:]
+            if not text:  # dead, or deferred into a fused store
+                continue
+            if regions.eligible(stmt, self.py(stmt.dst), text):
+                region.stmts.append(stmt)
+                region.lines.append(text[0].strip())
+            else:
+                self.flush(region)
+                self.lines.extend(text)
+        self.flush(region)
         if len(self.lines) == start:
             self.emit("pass")
+
+    def flush(self, region: regions.Region) -> None:
+        """Emits a pending run of tensor math: as a `_compute` function when it has 2+ ops."""
+        if len(region.stmts) >= 2:
+            inputs, outputs = region.signature(self.total_refs)
+            fn = self.fresh("_compute")
+            params = [self.name(n) for n in inputs]
+            results = [self.name(n) for n in outputs]
+            self.functions += regions.function(fn, params, results, region.lines)
+            call = f"{fn}({', '.join(params)})"
+            self.emit(f"{', '.join(results)} = {call}" if results else call)
+        else:
+            for line in region.lines:
+                self.emit(line)
+        region.stmts.clear()
+        region.lines.clear()
 
     def emit_stmt(self, stmt: ir.Stmt) -> None:
         if isinstance(stmt, ir.Assign):

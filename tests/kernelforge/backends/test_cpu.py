@@ -505,3 +505,21 @@ def test_two_axis_trimmed_tile_is_padded_with_other(M, N):
     want = torch.full((8, 8), -1.0)
     want[:M, :N] = x[:M, :N]
     torch.testing.assert_close(out, want * 2)
+
+
+@pytest.mark.slow
+def test_compiled_regions_match_eager(monkeypatch):
+    from kernelforge.backends.cpu import CPUBackend
+
+    x = torch.randn(9, 100)
+    kernel = softmax_kernel.specialize((torch.empty(9, 100), x, 100, 100, 100), {"BLOCK": 128})
+    backend = CPUBackend()
+    source = backend.generate(kernel)
+    assert "def _compute" in source
+    monkeypatch.setenv("KF_CPU_COMPILE", "1")
+    launch = backend.load(source, "softmax_compiled_test")
+    out = torch.empty(9, 100)
+    launch((9, 1, 1), [out, x, 100, 100, 100])
+    torch.testing.assert_close(out, torch.softmax(x, dim=-1))
+    launch((4, 1, 1), [out, x, 100, 100, 100])  # another grid size reuses the dynamic graph
+    torch.testing.assert_close(out[:4], torch.softmax(x[:4], dim=-1))
