@@ -59,7 +59,7 @@ def _compile(fn: Callable, src: FunctionSource, param_types: Mapping[str, ir.Blo
         params.append(ir.Param(name, var))
         scope[name] = Tensor(var)
     gen = CodeGenerator(builder, fn.__name__, Frame(src, is_kernel=True), scope)
-    gen.visit(src.tree)
+    gen.lower_function()
     kernel = ir.Kernel(fn.__name__, params, dict(constexprs), builder.body, src.file, src.line_of(src.tree))
     fold_copies(kernel)
     try:

@@ -132,12 +132,17 @@ class CodeGenerator(ControlFlow, ast.NodeVisitor):
                 return
             self.visit(stmt)
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        body = node.body
+    def lower_function(self) -> None:
+        """Lowers the body of this frame's function (its docstring skipped)."""
+        body = self.frame.src.tree.body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                 and isinstance(body[0].value.value, str):
             body = body[1:]
         self.visit_stmts(body)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        raise self.error(node, "functions cannot be defined inside a kernel; define a @kf.jit helper "
+                               "at module level and call it")
 
     def visit_Pass(self, node: ast.Pass) -> None:
         return None
@@ -389,7 +394,7 @@ class CodeGenerator(ControlFlow, ast.NodeVisitor):
         frame = Frame(src, is_kernel=False, depth=self.frame.depth + 1)
         child = CodeGenerator(self.b, self.kernel_name, frame, dict(bound.arguments))
         start = self.b.current
-        child.visit(src.tree)
+        child.lower_function()
         if not child.terminated:
             frame.returns.append(_ReturnPoint(self.b.current, None))
         self.b.move_to(start)

@@ -67,6 +67,13 @@ def uses_lambda(x_ptr):
 
 
 @kf.jit
+def nested_def(x_ptr):
+    def inner(v):
+        return v
+    kl.store(x_ptr, inner(1.0))
+
+
+@kf.jit
 def leaves_loop_early(x_ptr, n):
     for i in range(n):
         break
@@ -176,6 +183,7 @@ def static_assert(x_ptr, BLOCK: kl.constexpr):
     (shape_mismatch, "a + b", "incompatible shapes [16] and [32]"),
     (uses_while, "while i < n", "while loops are not supported"),
     (uses_lambda, "lambda v: v", "unsupported construct in a kernel: Lambda"),
+    (nested_def, "def inner(v):", "functions cannot be defined inside a kernel"),
     (leaves_loop_early, "break", "break is not supported"),
     (loop_type_change, "for i in range(n)", "Loop-carried variable 'acc' has initial type int32"),
     (loop_shape_change, "for i in range(n)", "re-assigned to float32[16]"),
