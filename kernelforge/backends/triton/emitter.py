@@ -118,7 +118,8 @@ class _Emitter:
         if var.name not in self.names:
             base = python_name(var.name)
             candidate = base
-            while candidate in self.names.values() or candidate == self.fn_name:
+            while (candidate in self.names.values() or candidate == self.fn_name
+                   or candidate in self.kernel.constexprs):
                 candidate += "_"
             self.names[var.name] = candidate
         return self.names[var.name]
