@@ -6,6 +6,7 @@ defaults and arity errors match what the user reads in `kernelforge/language/cor
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -55,6 +56,11 @@ _IMPLS: dict[str, Callable[..., Any]] = {
     **{op: _math(op) for op in ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "cos", "sin")},
 }
 
+@functools.lru_cache(maxsize=None)
+def _signature(name: str) -> inspect.Signature:
+    return inspect.signature(getattr(kl, name))
+
+
 def builtin_name(obj: Any) -> str | None:
     """The builtin `obj` declares, or None when it is not a language builtin."""
     try:
@@ -69,9 +75,8 @@ def call_builtin(b: Builder, name: str, args: tuple, kwargs: dict[str, Any]) -> 
     impl = _IMPLS.get(name)
     if impl is None:
         raise SemanticError(f"kl.{name} cannot be called here")
-    declaration = getattr(kl, name)
     try:
-        bound = inspect.signature(declaration).bind(*args, **kwargs)
+        bound = _signature(name).bind(*args, **kwargs)
     except TypeError as exc:
         raise SemanticError(f"kl.{name}(): {exc}") from None
     bound.apply_defaults()

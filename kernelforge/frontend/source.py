@@ -19,6 +19,7 @@ class FunctionSource:
     file: str
     first_line: int      # file line of the first line of `text`
     indent: int          # columns removed by dedenting
+    lines: tuple[str, ...]  # `text` split into lines, for error messages and locations
 
     @staticmethod
     @functools.lru_cache(maxsize=None)
@@ -31,7 +32,7 @@ class FunctionSource:
         module = ast.parse(dedented)
         tree = next(n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
         file = inspect.getsourcefile(fn) or inspect.getfile(fn)
-        return FunctionSource(fn, text, tree, file, first_line, indent)
+        return FunctionSource(fn, text, tree, file, first_line, indent, tuple(text.splitlines()))
 
     def line_of(self, node: ast.AST) -> int:
         return self.first_line + getattr(node, "lineno", 1) - 1
@@ -40,6 +41,5 @@ class FunctionSource:
         return getattr(node, "col_offset", 0) + self.indent
 
     def source_line(self, node: ast.AST) -> str:
-        lines = self.text.splitlines()
         i = getattr(node, "lineno", 1) - 1
-        return lines[i] if 0 <= i < len(lines) else ""
+        return self.lines[i] if 0 <= i < len(self.lines) else ""
