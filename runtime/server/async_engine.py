@@ -71,9 +71,7 @@ class AsyncEngine:
     async def generate(self, request_id: str, prompt: list[int], params: Any) -> AsyncIterator[Any]:
         """Yield the request's RequestOutputs until it finishes. Raises ValueError when the
         engine rejects the request and EngineError when the engine fails under it."""
-        if not self.is_alive:
-            raise EngineError("the engine is not running")
-        assert self._loop is not None
+        assert self._loop is not None, "start() first"
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = queue
         finished = False
@@ -93,11 +91,8 @@ class AsyncEngine:
             if not finished:
                 self._send(_Abort(request_id))
 
-    def abort(self, request_id: str) -> None:
-        self._send(_Abort(request_id))
-
     async def shutdown(self) -> None:
-        """Stop the loop; requests still in the engine fail with EngineError."""
+        """Stop the loop; requests still in the engine (or queued for it) fail with EngineError."""
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify()
@@ -106,8 +101,12 @@ class AsyncEngine:
 
     def _send(self, command: _Add | _Abort) -> None:
         with self._wakeup:
-            self._commands.append(command)
-            self._wakeup.notify()
+            if not self._stopping:
+                self._commands.append(command)
+                self._wakeup.notify()
+                return
+        if isinstance(command, _Add):  # the thread is gone or going: nobody would answer
+            _settle(command.accepted, EngineError("the engine is not running"))
 
     def _deliver(self, outputs: list[Any]) -> None:
         for out in outputs:
@@ -124,20 +123,36 @@ class AsyncEngine:
     # ---- engine-thread side ----------------------------------------------------------
 
     def _run(self) -> None:
+        reason = EngineError("the server is shutting down")
+        try:
+            self._serve_until_stopped()
+        except Exception as exc:  # a bug outside step(): nothing can be served any more
+            log.exception("engine loop crashed")
+            reason = EngineError(f"engine loop crashed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._wakeup:
+                self._stopping = True
+                leftover = list(self._commands)
+                self._commands.clear()
+            for command in leftover:
+                if isinstance(command, _Add):
+                    self._call(_settle, command.accepted, reason)
+            self._abort_all(reason)
+
+    def _serve_until_stopped(self) -> None:
         while True:
             busy = self.engine.has_unfinished_requests()
             with self._wakeup:
                 while not (self._commands or busy or self._stopping):
                     self._wakeup.wait()
                 if self._stopping:
-                    break
+                    return
                 commands = list(self._commands)
                 self._commands.clear()
             for command in commands:
                 self._apply(command)
             if self.engine.has_unfinished_requests():
                 self._step()
-        self._abort_all(EngineError("the server is shutting down"))
 
     def _apply(self, command: _Add | _Abort) -> None:
         if isinstance(command, _Abort):
