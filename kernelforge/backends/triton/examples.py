@@ -7,7 +7,9 @@ Kernels come from two places:
 - the LLM kernels, found by calling each public op of `kernelforge.kernels` on small
   representative CPU tensors (bf16 and fp16) while `JITFunction.run` is replaced by a
   recorder: every launch the op would make is specialised instead of run. New kernels
-  and new launch variants of the ops are picked up without a list to maintain.
+  and new launch variants of the ops are picked up without a list to maintain. A launch
+  made with the constexpr `PERSISTENT=False` (the kernels' per-item grid for CPU tensors)
+  is also lowered with `PERSISTENT=True`, the persistent-grid variant an NPU runs.
 """
 
 from __future__ import annotations
@@ -82,15 +84,20 @@ def recorded_launches() -> Iterator[list[Example]]:
         named.update({k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS})
         runtime = {k: v for k, v in named.items() if k in self.runtime_names}
         constexprs = {k: v for k, v in named.items() if k not in self.runtime_names}
+        variants = [constexprs]
+        if constexprs.get("PERSISTENT") is False:
+            # The ops are called on CPU tensors; an NPU runs the persistent-grid variant.
+            variants.append({**constexprs, "PERSISTENT": True})
         types = {k: str(v.dtype) if isinstance(v, torch.Tensor) else type(v).__name__ for k, v in runtime.items()}
-        key = f"{self.__name__}{sorted(types.items())}{sorted(constexprs.items())}"
-        if key not in seen:
-            seen.add(key)
-            dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in runtime.values()
-                             if isinstance(v, torch.Tensor) and v.is_floating_point()})
-            consts = ",".join(f"{k}={v}" for k, v in constexprs.items())
-            examples.append(Example(f"kernels/{self.__name__}[{'/'.join(dtypes)}; {consts}]",
-                                    _specializer(self, runtime, constexprs)))
+        dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in runtime.values()
+                         if isinstance(v, torch.Tensor) and v.is_floating_point()})
+        for consts in variants:
+            key = f"{self.__name__}{sorted(types.items())}{sorted(consts.items())}"
+            if key not in seen:
+                seen.add(key)
+                text = ",".join(f"{k}={v}" for k, v in consts.items())
+                examples.append(Example(f"kernels/{self.__name__}[{'/'.join(dtypes)}; {text}]",
+                                        _specializer(self, runtime, consts)))
 
     original = JITFunction.run
     JITFunction.run = record
