@@ -391,6 +391,9 @@ class CodeGenerator(ControlFlow, ast.NodeVisitor):
             src = FunctionSource.of(fn)
         except OSError:
             raise self.error(node, f"the source of @kf.jit function '{fn.__name__}' is not available") from None
+        for param, value in bound.arguments.items():
+            if isinstance(value, Tensor):
+                self.b.name_temp(value, param)
         frame = Frame(src, is_kernel=False, depth=self.frame.depth + 1)
         child = CodeGenerator(self.b, self.kernel_name, frame, dict(bound.arguments))
         start = self.b.current
