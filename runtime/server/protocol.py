@@ -47,6 +47,7 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     frequency_penalty: Number | None = None
     presence_penalty: Number | None = None
+    logit_bias: dict[str, Number] | None = None
     user: StrictStr | None = None
 
     @model_validator(mode="after")
@@ -55,9 +56,12 @@ class SamplingFields(BaseModel):
             raise ValueError("stream_options can only be set when stream is true")
         if any(s == "" for s in self.stop_list):
             raise ValueError("stop strings must not be empty")
+        # Accepting these and ignoring them would silently change what the client asked for.
         for name in ("frequency_penalty", "presence_penalty"):
             if getattr(self, name) not in (None, 0.0):
                 raise ValueError(f"{name} is not supported by this server; leave it at 0")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported by this server")
         return self
 
     @property
@@ -103,11 +107,17 @@ class CompletionRequest(SamplingFields):
     max_tokens: PositiveInt | None = 16
     logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     echo: StrictBool = False
+    best_of: StrictInt | None = None
+    suffix: StrictStr | None = None
 
     @model_validator(mode="after")
     def _check_prompt(self) -> CompletionRequest:
         if self.prompt == "" or self.prompt == [] or any(p in ("", []) for p in self.prompt_list):
             raise ValueError("prompt must not be empty")
+        if self.best_of not in (None, self.n):
+            raise ValueError("best_of is not supported by this server (leave it unset or equal to n)")
+        if self.suffix:
+            raise ValueError("suffix is not supported by this server")
         if self.echo and self.logprobs is not None:
             raise ValueError("echo together with logprobs is not supported (no prompt logprobs)")
         return self
@@ -160,11 +170,14 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: StrictBool = False
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     add_generation_prompt: StrictBool = True
+    tools: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _check_logprobs(self) -> ChatCompletionRequest:
+    def _check_chat(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
+        if self.tools:
+            raise ValueError("tools are not supported by this server")
         return self
 
     def requested_max_tokens(self) -> int | None:

@@ -46,6 +46,9 @@ def test_bad_completion_field_is_named(fields, field):
     ({"stop": ["", "x"]}, "stop strings must not be empty"),
     ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
     ({"echo": True, "logprobs": 1}, "echo together with logprobs"),
+    ({"logit_bias": {"50": 5}}, "logit_bias is not supported"),
+    ({"best_of": 3}, "best_of is not supported"),
+    ({"suffix": "end"}, "suffix is not supported"),
 ])
 def test_bad_completion_combination(fields, message):
     with pytest.raises(ValidationError, match=message):
@@ -97,6 +100,9 @@ def test_chat_fields():
     assert req.chat_messages() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ab"}]
     assert ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}],
                                                  "logprobs": True}).requested_logprobs() == 0
+    with pytest.raises(ValidationError, match="tools are not supported"):
+        ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}],
+                                              "tools": [{"type": "function"}]})
     with pytest.raises(ValidationError, match="top_logprobs requires logprobs"):
         ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})
     with pytest.raises(ValidationError) as info:
