@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from runtime.outputs import CompletionOutput, Logprob, RequestOutput
 from runtime.sampler import SamplerOutput
 from runtime.sampling_params import SamplingParams
 from runtime.scheduler import Scheduler
-from runtime.sequence import Sequence
+from runtime.sequence import Sequence, SequenceStatus
 from runtime.stop_checker import check_stop, visible_text
 
 
@@ -74,6 +74,7 @@ class _Request:
     arrival_time: float
     first_token_time: float | None = None
     last_token_time: float | None = None
+    deferred: list[Sequence] = field(default_factory=list)  # n > 1 siblings not yet scheduled
 
 
 class LLMEngine:
@@ -151,16 +152,26 @@ class LLMEngine:
         self._submit(lambda: self._abort(request_id))
 
     def _add(self, request: _Request) -> None:
+        """Schedule the request. With n > 1 only the first completion starts; its siblings
+        join once its prompt is in the cache (at its first token), so they reuse every full
+        prompt block instead of prefilling the same prompt n times."""
         self._requests[request.request_id] = request
-        for seq in request.seqs:
-            self.scheduler.add(seq)
+        self.scheduler.add(request.seqs[0])
+        request.deferred = request.seqs[1:]
+
+    def _release_siblings(self, request: _Request) -> None:
+        for seq in reversed(request.deferred):
+            self.scheduler.add(seq, front=True)
+        request.deferred = []
 
     def _abort(self, request_id: str) -> None:
         request = self._requests.get(request_id)
         if request is not None:
             self._forget(request_id)
             for seq in request.seqs:
-                if not seq.is_finished:
+                if seq in request.deferred:
+                    seq.status = SequenceStatus.FINISHED
+                elif not seq.is_finished:
                     self.scheduler.finish(seq, None)
 
     def _forget(self, request_id: str) -> None:
@@ -219,7 +230,9 @@ class LLMEngine:
                 seq.output_text += seq.detokenizer.flush()
             if reason is not None:
                 self.scheduler.finish(seq, reason)
-            touched[seq.request_id] = self._requests[seq.request_id]
+            request = touched[seq.request_id] = self._requests[seq.request_id]
+            if request.deferred:
+                self._release_siblings(request)
         self._generation_tokens += len(token_ids)
         self.metrics.generation_tokens.inc(len(token_ids))
         return [self._request_output(request, now) for request in touched.values()]

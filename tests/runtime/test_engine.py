@@ -193,3 +193,19 @@ def test_requests_added_from_another_thread_during_steps_are_served(toy_engine):
         finished |= {o.request_id for o in engine.step() if o.finished}
     adder.join()
     assert finished == {"first"} | {f"t{i}" for i in range(20)}
+
+
+def test_n_siblings_reuse_the_first_completions_prompt_blocks(toy_engine):
+    engine = toy_engine(max_num_batched_tokens=64)
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2, 3]
+    params = SamplingParams(n=3, max_tokens=4, temperature=0, ignore_eos=True)
+    out = run_all(engine, {"r": (prompt, params)})["r"]
+    assert [o.token_ids for o in out.outputs] == [reference_greedy(prompt, 4, ignore_eos=True)] * 3
+    assert engine.stats().prefix_cache_hits == 2 * 8, "each sibling reuses the two full prompt blocks"
+
+
+def test_abort_before_the_siblings_start(toy_engine):
+    engine = toy_engine()
+    engine.add_request("r", [1, 2, 3], SamplingParams(n=4, max_tokens=4))
+    engine.abort_request("r")
+    assert not engine.has_unfinished_requests() and engine.step() == []
