@@ -49,9 +49,13 @@ def ub_bytes(block_m: int, tile: int, head_pad: int, itemsize: int) -> int:
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
-    """BLOCK_M and TILE for one tile size: the fewest rows `dot` accepts (16) that hold
-    whole GQA groups, so a decode program is one token's group of query heads."""
-    return kf.Config(BLOCK_M=max(16, next_power_of_2(args["GROUP"])), TILE=tile)
+    """BLOCK_M and TILE for one tile size. Triton's `dot` wants at least 16 rows; the CPU
+    backend pays for every padded row, so there a program holds just the query heads of
+    one group times one token at decode, or times up to 16 tokens when prefill is in the batch."""
+    group = args["GROUP"]
+    if on_cpu_backend(args["query_ptr"].device):
+        return kf.Config(BLOCK_M=next_power_of_2(group * min(16, args["max_seqlen_q"])), TILE=tile)
+    return kf.Config(BLOCK_M=max(16, next_power_of_2(group)), TILE=tile)
 
 
 def _fits(args: dict, config: kf.Config) -> bool:
@@ -77,6 +81,35 @@ def _default(args: dict) -> kf.Config:
 
 
 @kf.jit
+def _first_q_block(q_start, seq, BLOCK_Q: kl.constexpr):
+    """Number of the first query block of sequence `seq` (query tokens from q_start on).
+
+    Blocks of one token need no slack; wider blocks leave one spare number per sequence
+    for its partial last block, so the count stays below num_tokens // BLOCK_Q + num_seqs.
+    """
+    if BLOCK_Q == 1:
+        first = q_start
+    else:
+        first = q_start // BLOCK_Q + seq
+    return first
+
+
+@kf.jit
+def _num_q_blocks(num_tokens, num_seqs, BLOCK_Q: kl.constexpr):
+    """Upper bound of the query block numbers (`_first_q_block`); `num_q_blocks` on the host."""
+    if BLOCK_Q == 1:
+        n = num_tokens
+    else:
+        n = num_tokens // BLOCK_Q + num_seqs
+    return n
+
+
+def num_q_blocks(num_tokens: int, num_seqs: int, block_q: int) -> int:
+    """Host twin of `_num_q_blocks`: how many query-block numbers a launch must cover."""
+    return num_tokens if block_q == 1 else num_tokens // block_q + num_seqs
+
+
+@kf.jit
 def _attend(
     work,
     out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
@@ -99,19 +132,19 @@ def _attend(
     segment = work % NUM_SEGMENTS
     kv_head = work // NUM_SEGMENTS % num_kv_heads
     q_block = work // NUM_SEGMENTS // num_kv_heads
-    # The sequence owning q_block: the last s with cu_seqlens_q[s] // BLOCK_Q + s <= q_block.
+    # The sequence owning q_block: the last s whose first block is <= q_block.
     lo = 0
     hi = num_seqs
     for _ in range(search_steps):
         mid = (lo + hi) // 2
-        go_right = kl.load(cu_seqlens_q_ptr + mid) // BLOCK_Q + mid <= q_block
+        go_right = _first_q_block(kl.load(cu_seqlens_q_ptr + mid), mid, BLOCK_Q) <= q_block
         searching = lo < hi
         lo = kl.where(searching & go_right, mid + 1, lo)
         hi = kl.where(searching & (go_right == 0), mid, hi)
     seq = lo - 1
     q_start = kl.load(cu_seqlens_q_ptr + seq)
     q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
-    q_block_start = (q_block - q_start // BLOCK_Q - seq) * BLOCK_Q
+    q_block_start = (q_block - _first_q_block(q_start, seq, BLOCK_Q)) * BLOCK_Q
     if q_block_start < q_len:
         context_len = kl.load(seqused_k_ptr + seq)
         token = q_block_start + row_token
@@ -189,9 +222,9 @@ def _paged_attention_kernel(
     BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
     """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
-    (num_tokens // BLOCK_Q + num_seqs) * num_kv_heads * NUM_SEGMENTS work items."""
+    _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items."""
     if PERSISTENT:
-        n_work = (num_tokens // (BLOCK_M // GROUP) + num_seqs) * num_kv_heads * NUM_SEGMENTS
+        n_work = _num_q_blocks(num_tokens, num_seqs, BLOCK_M // GROUP) * num_kv_heads * NUM_SEGMENTS
         for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
             _attend(work, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr,
                     seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs, num_kv_heads,
@@ -303,8 +336,8 @@ def paged_attention(
     group = num_heads // num_kv_heads
 
     def grid(meta: dict) -> tuple[int]:
-        block_q = meta["BLOCK_M"] // group
-        return (grid_size((num_tokens // block_q + num_seqs) * num_kv_heads * segments, query.device),)
+        n_work = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group) * num_kv_heads * segments
+        return (grid_size(n_work, query.device),)
 
     _paged_attention_kernel[grid](
         flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,

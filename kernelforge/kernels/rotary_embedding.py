@@ -33,12 +33,17 @@ def _configs(args: dict) -> list[kf.Config]:
 
 
 @kf.jit
-def _rotate_heads(base_ptr, num_heads, first, second, pair_mask, cos, sin,
-                  HEAD_SIZE: kl.constexpr, BLOCK_H: kl.constexpr):
+def _rotate_heads(base_ptr, num_heads, first, second, cos, sin, HEAD_SIZE: kl.constexpr,
+                  ROT_HALF: kl.constexpr, ROT_HALF_PAD: kl.constexpr, BLOCK_H: kl.constexpr):
     """Rotate pairs (first[i], second[i]) of every head at base_ptr (heads HEAD_SIZE apart)."""
     for h0 in range(0, num_heads, BLOCK_H):
         heads = h0 + kl.arange(0, BLOCK_H)
-        mask = (heads < num_heads)[:, None] & pair_mask[None, :]
+        # Mask the pair axis only when rot_dim / 2 is not a power of two: the Ascend
+        # adapter cannot de-interleave gpt-j's stride-2 pairs under a last-axis mask.
+        if ROT_HALF == ROT_HALF_PAD:
+            mask = kl.broadcast_to((heads < num_heads)[:, None], (BLOCK_H, ROT_HALF_PAD))
+        else:
+            mask = (heads < num_heads)[:, None] & (kl.arange(0, ROT_HALF_PAD) < ROT_HALF)[None, :]
         ptr1 = base_ptr + heads[:, None] * HEAD_SIZE + first[None, :]
         ptr2 = base_ptr + heads[:, None] * HEAD_SIZE + second[None, :]
         x1 = kl.load(ptr1, mask=mask, other=0.0).to(kl.float32)
@@ -49,46 +54,45 @@ def _rotate_heads(base_ptr, num_heads, first, second, pair_mask, cos, sin,
 
 @kf.jit
 def _rotate_token(token, positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
-                  query_stride, key_stride, cos_sin_stride, rot_half,
-                  HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
-                  HAS_KEY: kl.constexpr, BLOCK_H: kl.constexpr):
+                  query_stride, key_stride, cos_sin_stride,
+                  HEAD_SIZE: kl.constexpr, ROT_HALF: kl.constexpr, ROT_HALF_PAD: kl.constexpr,
+                  IS_NEOX: kl.constexpr, HAS_KEY: kl.constexpr, BLOCK_H: kl.constexpr):
     i = kl.arange(0, ROT_HALF_PAD)
-    pair_mask = i < rot_half
     # neox rotates feature i with i + rot_dim/2; gpt-j rotates 2i with 2i + 1.
     if IS_NEOX:
         first = i
-        second = i + rot_half
+        second = i + ROT_HALF
     else:
         first = 2 * i
         second = 2 * i + 1
     row = cos_sin_ptr + kl.load(positions_ptr + token) * cos_sin_stride
-    cos = kl.load(row + i, mask=pair_mask, other=0.0).to(kl.float32)
-    sin = kl.load(row + rot_half + i, mask=pair_mask, other=0.0).to(kl.float32)
-    _rotate_heads(query_ptr + token * query_stride, num_q_heads, first, second, pair_mask,
-                  cos, sin, HEAD_SIZE, BLOCK_H)
+    cos = kl.load(row + i, mask=i < ROT_HALF, other=0.0).to(kl.float32)
+    sin = kl.load(row + ROT_HALF + i, mask=i < ROT_HALF, other=0.0).to(kl.float32)
+    _rotate_heads(query_ptr + token * query_stride, num_q_heads, first, second, cos, sin,
+                  HEAD_SIZE, ROT_HALF, ROT_HALF_PAD, BLOCK_H)
     if HAS_KEY:
-        _rotate_heads(key_ptr + token * key_stride, num_k_heads, first, second, pair_mask,
-                      cos, sin, HEAD_SIZE, BLOCK_H)
+        _rotate_heads(key_ptr + token * key_stride, num_k_heads, first, second, cos, sin,
+                      HEAD_SIZE, ROT_HALF, ROT_HALF_PAD, BLOCK_H)
 
 
-@kf.autotune(configs=_configs, key=["num_q_heads", "num_k_heads", "ROT_HALF_PAD", "num_tokens"],
+@kf.autotune(configs=_configs, key=["num_q_heads", "num_k_heads", "num_tokens"],
              bucket={"num_tokens": "pow2"}, default=_default, outputs=["query_ptr", "key_ptr"])
 @kf.jit
 def _rotary_kernel(
     positions_ptr, query_ptr, key_ptr, cos_sin_ptr,
-    num_tokens, num_q_heads, num_k_heads, query_stride, key_stride, cos_sin_stride, rot_half,
-    HEAD_SIZE: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
+    num_tokens, num_q_heads, num_k_heads, query_stride, key_stride, cos_sin_stride,
+    HEAD_SIZE: kl.constexpr, ROT_HALF: kl.constexpr, ROT_HALF_PAD: kl.constexpr, IS_NEOX: kl.constexpr,
     HAS_KEY: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_H: kl.constexpr,
 ):
     if PERSISTENT:
         for token in range(kl.program_id(0), num_tokens, kl.num_programs(0)):
             _rotate_token(token, positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
-                          query_stride, key_stride, cos_sin_stride, rot_half,
-                          HEAD_SIZE, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
+                          query_stride, key_stride, cos_sin_stride,
+                          HEAD_SIZE, ROT_HALF, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
     else:
         _rotate_token(kl.program_id(0), positions_ptr, query_ptr, key_ptr, cos_sin_ptr, num_q_heads, num_k_heads,
-                      query_stride, key_stride, cos_sin_stride, rot_half,
-                      HEAD_SIZE, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
+                      query_stride, key_stride, cos_sin_stride,
+                      HEAD_SIZE, ROT_HALF, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
 
 
 def rotary_embedding(
@@ -116,8 +120,8 @@ def rotary_embedding(
     _rotary_kernel[grid](
         positions.reshape(-1), flat_view(query), flat_view(query if key is None else key), cos_sin_cache,
         num_tokens, num_q_heads, num_k_heads, query.stride(0),
-        query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0), rot_half,
-        HEAD_SIZE=head_size, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
+        query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0),
+        HEAD_SIZE=head_size, ROT_HALF=rot_half, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
         HAS_KEY=key is not None, PERSISTENT=persistent(query.device),
     )
 
