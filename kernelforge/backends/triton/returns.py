@@ -12,7 +12,7 @@ adapter (`triton-adapter-opt`) lowers poorly. So every `Return` is rewritten awa
   loop bodies and the statements after the loop or `if` run under `if flag:`.
 
 The result has the same meaning, no `Return` statements, and only structured control
-flow, so the CPU-independent consumers (emitter, NPU rules) never see `Return`.
+flow, so the emitter never has to write a `return`.
 """
 
 from __future__ import annotations
