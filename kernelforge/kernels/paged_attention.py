@@ -5,9 +5,9 @@ tokens; a work item is (query block, KV head[, KV segment]). Its BLOCK_M rows ar
 BLOCK_Q tokens times the GROUP query heads that share the KV head (GQA/MQA), so K and V
 are loaded once per group. Query blocks are numbered across the batch as
 `cu_seqlens_q[s] // BLOCK_Q + s + j` (the +s leaves room for every sequence's partial
-last block), which lets the launcher bound their count by `T // BLOCK_Q + S` without
-reading lengths on the host; a program finds its sequence by binary search over
-`cu_seqlens_q` and skips indices past its sequence's last block. Sequences with no
+last block; one-token blocks need none), which lets the launcher bound their count by
+`T // BLOCK_Q + S` without reading lengths on the host; a program finds its sequence by
+binary search over `cu_seqlens_q` and skips indices past its sequence's last block. Sequences with no
 query tokens (empty decode slots) own no block and are never touched.
 
 The context is scanned in tiles of TILE key positions, each position's physical block
@@ -95,6 +95,17 @@ def _first_q_block(q_start, seq, BLOCK_Q: kl.constexpr):
 
 
 @kf.jit
+def _with_feature_mask(row_mask, d_mask, HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr):
+    """[rows, HEAD_PAD] mask from a row mask, masking padded features only when there are
+    any (head sizes 80, 96): an all-true feature mask would still cost a pass over the tile."""
+    if HEAD_SIZE == HEAD_PAD:
+        mask = kl.broadcast_to(row_mask[:, None], (row_mask.shape[0], HEAD_PAD))
+    else:
+        mask = row_mask[:, None] & d_mask[None, :]
+    return mask
+
+
+@kf.jit
 def _num_q_blocks(num_tokens, num_seqs, BLOCK_Q: kl.constexpr):
     """Upper bound of the query block numbers (`_first_q_block`); `num_q_blocks` on the host."""
     if BLOCK_Q == 1:
@@ -150,7 +161,7 @@ def _attend(
         token = q_block_start + row_token
         row_valid = (row_token < BLOCK_Q) & (token < q_len)
         head = kv_head * GROUP + row_head
-        q_mask = row_valid[:, None] & d_mask[None, :]
+        q_mask = _with_feature_mask(row_valid, d_mask, HEAD_SIZE, HEAD_PAD)
         q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
                     + offs_d[None, :], mask=q_mask, other=0.0)
         q_pos = context_len - q_len + token  # absolute position of each row's query token
@@ -178,7 +189,7 @@ def _attend(
             slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
             # K and V share one [TILE, HEAD_PAD] offset block and mask.
             kv_offsets = slot_off[:, None] + offs_d[None, :]
-            kv_mask = k_valid[:, None] & d_mask[None, :]
+            kv_mask = _with_feature_mask(k_valid, d_mask, HEAD_SIZE, HEAD_PAD)
             k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             scores = kl.dot(q, kl.trans(k)) * scale
             visible = k_valid[None, :] & row_valid[:, None]
