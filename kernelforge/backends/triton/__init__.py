@@ -3,8 +3,9 @@
 `triton` runs on CUDA tensors through upstream Triton and on Ascend NPU tensors through
 triton-ascend (with torch_npu). Both distributions install the module `triton` and
 cannot share an environment, so which one is present is found out at run time
-(`flavor()`), never assumed. Before compiling for an NPU the kernel is checked against
-the Ascend on-chip buffer (`kernelforge.backends.npu_rules`).
+(`flavor()`), never assumed. Before compiling, the kernel is checked against the
+target's limits: the Ascend on-chip buffer (`kernelforge.backends.npu_rules`) or
+Triton's minimum `dot` sizes on NVIDIA (`cuda_rules`).
 
 `interpret` runs the same emitted source (with 16-bit floats held in fp32, see
 `emitter`) under Triton's interpreter on CPU tensors: the GPU/NPU code path, checked on
@@ -21,7 +22,7 @@ import torch
 
 from kernelforge import ir
 from kernelforge.backends import Launch
-from kernelforge.backends.triton import emitter, loader
+from kernelforge.backends.triton import cuda_rules, emitter, loader
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,6 +70,8 @@ class TritonBackend:
             from kernelforge.backends import npu_rules
 
             npu_rules.check(kernel)
+        else:
+            cuda_rules.check(kernel)
         return emitter.generate(kernel, emitter.NATIVE)
 
     def load(self, source: str, key: str) -> Launch:

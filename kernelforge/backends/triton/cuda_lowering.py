@@ -11,7 +11,8 @@ Only importable with upstream triton (the `.venv`).
 from __future__ import annotations
 
 from kernelforge import ir
-from kernelforge.backends.triton import emitter, loader
+from kernelforge.errors import CompilationError
+from kernelforge.backends.triton import cuda_rules, emitter, loader
 from kernelforge.backends.triton.ascend_lowering import compiler_error
 from kernelforge.backends.triton.examples import Lowering
 
@@ -22,6 +23,10 @@ def lower(kernel: ir.Kernel, key: str, arch: int = 90) -> Lowering:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    try:
+        cuda_rules.check(kernel)
+    except CompilationError as exc:
+        return Lowering("ir", error=exc.message)
     source = emitter.generate(kernel, emitter.NATIVE)
     module = loader.import_source(source, f"cuda_{key}", interpret=False)
     fn = getattr(module, emitter.python_name(kernel.name))

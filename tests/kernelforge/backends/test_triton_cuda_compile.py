@@ -51,3 +51,34 @@ def test_interpreting_library_functions_leaves_compilation_intact(tmp_path, monk
     run(row_sum_kernel(True), (2,), torch.rand(2, 8), out, 8, 2)  # tl.sum / tl.min are library jit functions
     result = cuda_lowering.lower(row_sum_kernel(True), "after_interpret")
     assert result.stage == "cubin", result.error
+
+
+@pytest.mark.parametrize("dtype,k,ok", [("float16", 8, False), ("float16", 16, True), ("int8", 16, False),
+                                         ("float32", 8, True)])
+def test_dot_k_below_the_nvidia_minimum_is_a_compilation_error(dtype, k, ok, tmp_path, monkeypatch):
+    from kernelforge.backends.triton import cuda_lowering, cuda_rules
+    from kernelforge.errors import CompilationError
+    from triton_ir_builder import D, KernelBuilder, t
+
+    dt = getattr(D, dtype)
+    acc = D.int32 if dt is D.int8 else D.float32
+    kb = KernelBuilder("small_dot")
+    a, o = kb.param("a", dt, ptr=True), kb.param("o", acc, ptr=True)
+    rows = kb.op("broadcast_to", kb.op("expand_dims", kb.op("arange", type=t(D.int32, 4), start=0, end=4),
+                                       type=t(D.int32, 4, 1), axis=1), type=t(D.int32, 4, k))
+    cols = kb.op("broadcast_to", kb.op("expand_dims", kb.op("arange", type=t(D.int32, k), start=0, end=k),
+                                       type=t(D.int32, 1, k), axis=0), type=t(D.int32, 4, k))
+    x = kb.op("load", kb.op("addptr", kb.op("full", a, type=t(dt, 4, k, ptr=True)), kb.op("add", rows, cols)))
+    prod = kb.op("dot", x, kb.op("trans", x, perm=(1, 0), type=t(dt, k, 4)), type=t(acc, 4, 4))
+    idx = kb.op("broadcast_to", kb.op("expand_dims", kb.op("arange", type=t(D.int32, 4), start=0, end=4),
+                                      type=t(D.int32, 1, 4), axis=0), type=t(D.int32, 4, 4))
+    kb.store(kb.op("addptr", kb.op("full", o, type=t(acc, 4, 4, ptr=True)), idx), prod)
+    kernel = kb.build()
+    if ok:
+        monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
+        monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+        result = cuda_lowering.lower(kernel, f"small_dot_{dtype}_{k}")
+        assert result.stage == "cubin", result.error
+    else:
+        with pytest.raises(CompilationError, match=f"K={k}.*needs K >= "):
+            cuda_rules.check(kernel)
