@@ -76,6 +76,27 @@ def reduce_kernel(x_ptr, out_ptr, m, n, OP: kl.constexpr, AXIS: kl.constexpr,
 
 
 @kf.jit
+def int_sum_kernel(x_ptr, out_ptr, M: kl.constexpr, N: kl.constexpr):
+    """int8 rows summed with keep_dims (accumulates in int32), stored as an [M, 1] column."""
+    rows = kl.arange(0, M)[:, None]
+    x = kl.load(x_ptr + rows * N + kl.arange(0, N)[None, :])
+    s = kl.sum(x, axis=1, keep_dims=True)
+    kl.store(out_ptr + rows + kl.zeros((M, 1), dtype=kl.int32), s)
+
+
+@kf.jit
+def shape_ops_kernel(x_ptr, t_ptr, flat_ptr, bcast_ptr, M: kl.constexpr, N: kl.constexpr):
+    """trans, reshape and broadcast_to of one [M, N] block."""
+    rows = kl.arange(0, M)
+    cols = kl.arange(0, N)
+    x = kl.load(x_ptr + rows[:, None] * N + cols[None, :])
+    kl.store(t_ptr + cols[:, None] * M + rows[None, :], kl.trans(x))
+    kl.store(flat_ptr + kl.arange(0, M * N), kl.reshape(x, M * N))
+    first_row = kl.load(x_ptr + cols)
+    kl.store(bcast_ptr + rows[:, None] * N + cols[None, :], kl.broadcast_to(first_row[None, :], (M, N)))
+
+
+@kf.jit
 def matmul_kernel(a_ptr, b_ptr, c_ptr, m, n, k, BM: kl.constexpr, BN: kl.constexpr, BK: kl.constexpr):
     """C = A @ B with a K loop carrying an fp32 accumulator through kl.dot(a, b, acc)."""
     rows = kl.program_id(0) * BM + kl.arange(0, BM)
@@ -309,6 +330,8 @@ CASES: list[Case] = [
     *[Case(f"reduce_{op}_axis{axis}", reduce_kernel, (_f32(10, 12), _f32(16), 10, 12),
            {"OP": op, "AXIS": axis, "BM": 16, "BN": 16})
       for op in ("sum", "max", "min", "argmax") for axis in (0, 1)],
+    Case("int_sum", int_sum_kernel, (torch.ones(4, 8, dtype=torch.int8), _i32([0] * 4)), {"M": 4, "N": 8}),
+    Case("shape_ops", shape_ops_kernel, (_f32(4, 8), _f32(8, 4), _f32(32), _f32(4, 8)), {"M": 4, "N": 8}),
     Case("matmul", matmul_kernel, (_f32(20, 40), _f32(40, 24), _f32(20, 24), 20, 24, 40),
          {"BM": 16, "BN": 16, "BK": 16}, (2, 2)),
     Case("segment_sum", segment_sum_kernel, (_f32(64), _i32([0, 5, 9]), _i32([3, 0, 7]), _f32(3)),

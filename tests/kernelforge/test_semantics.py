@@ -88,6 +88,26 @@ def test_reductions(backend, m, n, op, axis, seed):
         close(got, expected)
 
 
+@given(m=st.sampled_from([1, 2, 8]), n=st.sampled_from([4, 16]), seed=seeds)
+def test_small_integer_sums_accumulate_in_int32(backend, m, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-128, 128, (m, n), generator=g, dtype=torch.int32).to(torch.int8)
+    out = torch.empty(m, dtype=torch.int32)
+    with kf.backend(backend):
+        sc.int_sum_kernel[(1,)](x, out, M=m, N=n)
+    assert torch.equal(out, x.to(torch.int32).sum(1, dtype=torch.int32))
+
+
+@given(m=st.sampled_from([1, 2, 4]), n=st.sampled_from([2, 8]), seed=seeds)
+def test_trans_reshape_broadcast_to(backend, m, n, seed):
+    x = rand(seed, m, n)
+    t, flat, bcast = torch.empty(n, m), torch.empty(m * n), torch.empty(m, n)
+    with kf.backend(backend):
+        sc.shape_ops_kernel[(1,)](x, t, flat, bcast, M=m, N=n)
+    assert torch.equal(t, x.t()) and torch.equal(flat, x.reshape(-1))
+    assert torch.equal(bcast, x[:1].expand(m, n))
+
+
 @given(m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 50),
        dtype=st.sampled_from([torch.float32, torch.float16]), seed=seeds)
 def test_dot_with_accumulator(backend, m, n, k, dtype, seed):
