@@ -110,15 +110,16 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
                     arrival_time: float | None = None) -> None:
         """Queue a request. Raises ValueError for an empty or too long prompt, token ids
-        outside the vocabulary, or a request id that is already in use."""
+        outside the vocabulary, or a request id that is already in use. `arrival_time` is
+        wall-clock `time.time()` (as in vLLM); latency metrics are measured from it."""
         if isinstance(prompt, str):
             prompt_text: str | None = prompt
             token_ids = list(self.tokenizer(prompt).input_ids)
         else:
             prompt_text, token_ids = None, list(prompt)
         self._validate(request_id, token_ids, params)
-        arrival = time.monotonic() if arrival_time is None else arrival_time
-        seqs = [Sequence(request_id, token_ids, params, index=i, arrival_time=arrival) for i in range(params.n)]
+        arrival = time.time() if arrival_time is None else arrival_time
+        seqs = [Sequence(request_id, token_ids, params, index=i) for i in range(params.n)]
         for seq in seqs:
             seq.detokenizer = IncrementalDetokenizer(self.tokenizer, token_ids)
             if params.seed is not None:
@@ -216,7 +217,7 @@ class LLMEngine:
             return outputs
 
     def _process_samples(self, seqs: list[Sequence], sampled: SamplerOutput) -> list[RequestOutput]:
-        now = time.monotonic()
+        now = time.time()
         token_ids = sampled.token_ids.tolist()
         logprob_rows = _logprob_rows(sampled) if sampled.logprobs is not None else None
         touched: dict[str, _Request] = {}

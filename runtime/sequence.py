@@ -39,7 +39,6 @@ class Sequence:
     prompt_token_ids: list[int]
     params: SamplingParams
     index: int = 0
-    arrival_time: float = 0.0
     seq_id: int = field(default_factory=lambda: next(_seq_ids))
     token_ids: list[int] = field(init=False)
     num_prompt_tokens: int = field(init=False)
