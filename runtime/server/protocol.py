@@ -24,7 +24,7 @@ Number = Annotated[float, Field(strict=True)]
 class StreamOptions(BaseModel):
     """OpenAI `stream_options`: ask for a final chunk that carries the usage counts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
 
 
