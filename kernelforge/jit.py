@@ -18,11 +18,13 @@ import ast
 import functools
 import hashlib
 import inspect
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy
 import torch
 
 from kernelforge import cache, ir
@@ -61,15 +63,15 @@ _BOOL, _I32, _I64, _F32 = (ir.BlockType(d) for d in (ir.DType.int1, ir.DType.int
 
 def scalar_type(value: Any) -> ir.BlockType:
     """Type of a Python scalar argument (Triton's choice: int32 unless it needs int64)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, numpy.bool_)):
         return _BOOL
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         if -2**31 <= value < 2**31:
             return _I32
         if -2**63 <= value < 2**63:
             return _I64
         raise ValueError(f"integer {value} does not fit in int64")
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
         return _F32
     raise TypeError(f"unsupported argument type {type(value).__name__}")
 

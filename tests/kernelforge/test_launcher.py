@@ -6,6 +6,7 @@ annotations arrive as strings, which the launcher must still recognise.
 
 from __future__ import annotations
 
+import numpy
 import pytest
 import torch
 
@@ -123,6 +124,7 @@ def test_calling_a_kernel_directly_explains_how_to_launch():
 @pytest.mark.parametrize("value, expected", [
     (3, ir.DType.int32), (2**31 - 1, ir.DType.int32), (-2**31, ir.DType.int32), (2**31, ir.DType.int64),
     (-2**40, ir.DType.int64), (1.5, ir.DType.float32), (True, ir.DType.int1),
+    (numpy.int64(7), ir.DType.int32), (numpy.float64(0.5), ir.DType.float32), (numpy.bool_(True), ir.DType.int1),
 ])
 def test_scalar_arguments_are_typed_like_triton(fake, value, expected):
     scalar_kernel[(1,)](torch.zeros(1), value, 1, True)
