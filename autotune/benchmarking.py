@@ -9,6 +9,7 @@ caches are left alone (serving shapes are small and stay cache-resident anyway).
 
 from __future__ import annotations
 
+import statistics
 import time
 from abc import ABC, abstractmethod
 from typing import Callable, Hashable, Mapping, TypeVar
@@ -20,10 +21,14 @@ _FLUSH_BYTES = 256 * 1024 * 1024  # larger than the L2 of any current GPU / NPU
 
 
 class Timer(ABC):
-    """Times one call of `fn` on one device, in seconds."""
+    """Times one call of `fn` on one device, in seconds, and summarises repeated samples."""
 
     @abstractmethod
     def time_once(self, fn: Callable[[], object]) -> float: ...
+
+    def summarize(self, samples: list[float]) -> float:
+        """The median: robust to the odd slow run."""
+        return statistics.median(samples)
 
 
 class CPUTimer(Timer):
@@ -31,6 +36,12 @@ class CPUTimer(Timer):
         start = time.perf_counter()
         fn()
         return time.perf_counter() - start
+
+    def summarize(self, samples: list[float]) -> float:
+        """The fastest run. On a CPU the kernel shares cores with other processes and noise
+        only ever adds time: on a loaded machine most runs are preempted (we measured
+        medians 100x the minimum), so the median ranks the scheduler, the minimum the kernel."""
+        return min(samples)
 
 
 class _EventTimer(Timer):

@@ -64,7 +64,7 @@ def _tuplify(value: Any) -> Any:
 class Entry:
     """Timings of one kernel source at one key on one backend/device/library stack.
 
-    `timings` maps `Config.to_json()` to median seconds, or to None for a config that
+    `timings` maps `Config.to_json()` to seconds (see `Timer.summarize`), or to None for a config that
     failed (the reason is in `failures`), so a failed config is not retried either.
     """
 

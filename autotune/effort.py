@@ -17,7 +17,7 @@ class Effort:
     name: str
     search: str | None      # None: only the default config
     warmup: int             # untimed runs before timing (the first also compiles)
-    reps: int               # timed runs; the median is kept
+    reps: int               # timed runs, summarised by the device timer
     per_config_s: float     # stop timing one config after this many seconds of runs
     budget_s: float         # wall-time budget for one key
 

@@ -7,7 +7,8 @@ For one `Launch` (an Autotuned kernel with real arguments) the tuner
 2. runs the kernel's default config once for reference outputs;
 3. lets the effort's search algorithm pick configs; each new one is run once (compile,
    then its outputs are compared with the reference), then timed: warm-up, repeated runs
-   with the mutated arguments restored between runs outside the timing, median;
+   with the mutated arguments restored between runs outside the timing, summarised by
+   the device's timer (median of device events; fastest run on a shared CPU);
 4. stores the new timings in the cache, including failures (scored as infinite).
 
 A candidate that raises anything while compiling or running - `kf.CompilationError`,
@@ -21,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -103,7 +103,7 @@ class _Runner:
         return None if mismatch is None else f"wrong output: {mismatch}"
 
     def measure(self, config: Config) -> tuple[float, str | None]:
-        """(median seconds, None), or (inf, reason) when the config fails or is wrong."""
+        """(seconds, None), or (inf, reason) when the config fails or is wrong."""
         failure = self.check(config)
         if failure is not None:
             return math.inf, failure
@@ -113,7 +113,7 @@ class _Runner:
                                 max_seconds=self.effort.per_config_s)
         except Exception as exc:
             return math.inf, _reason(exc)
-        return statistics.median(samples), None
+        return self.timer.summarize(samples), None
 
     def _mismatch(self, outputs: dict[str, torch.Tensor]) -> str | None:
         """Why `outputs` differ from the reference beyond the dtype's tolerance, or None."""
@@ -149,7 +149,7 @@ class Tuner:
         self.seed = seed
 
     def measure(self, launch: Launch, configs: list[Config]) -> dict[Config, float]:
-        """Median seconds of `configs` timed afresh and interleaved (not cached; inf for a
+        """Seconds of `configs` timed afresh and interleaved (not cached; inf for a
         config that fails or disagrees with the default): for reports that must not reuse
         the noisy timings a search picked its winner by."""
         runner = _Runner(launch, self.effort)
@@ -159,7 +159,7 @@ class Tuner:
         samples = interleaved({c: functools.partial(runner.launch.run, c) for c in valid}, runner.timer,
                               setup=runner.restore, warmup=self.effort.warmup, reps=self.effort.reps,
                               max_seconds=self.effort.per_config_s * max(1, len(valid)))
-        times.update({c: statistics.median(s) for c, s in samples.items()})
+        times.update({c: runner.timer.summarize(s) for c, s in samples.items()})
         return times
 
     def entry_for(self, launch: Launch) -> Entry:
