@@ -3,8 +3,8 @@
 Every norm, rotary embedding, KV-cache write and attention goes through
 `kernelforge.kernels`; matmuls, the embedding lookup and SiLU stay in torch. The batch
 is flat: T tokens of S sequences back to back, described by an `AttentionMetadata`.
-q/k/v and gate/up are each stored as one merged weight so a layer does three matmuls
-into the residual stream instead of six. Qwen2 is Llama with a q/k/v bias; Mistral is
+q/k/v and gate/up are each stored as one merged weight, so a layer runs four matmuls
+instead of seven. Qwen2 is Llama with a q/k/v bias; Mistral is
 Llama with a sliding window.
 """
 
