@@ -174,8 +174,7 @@ def expand_dims(b: Builder, x: Tensor, axis: int) -> Tensor:
         raise SemanticError(f"expand_dims axis {axis} out of range for shape {list(x.shape)}")
     axis = axis % (rank + 1)
     if rank == 0:
-        return b.op("full", (x,), x.type.with_shape((1,)), root=x.root) if not x.is_pointer \
-            else _splat_pointer(b, x, (1,))
+        return to_shape(b, x, (1,))
     shape = x.shape[:axis] + (1,) + x.shape[axis:]
     return b.op("expand_dims", (x,), x.type.with_shape(shape), root=x.root, axis=axis)
 

@@ -384,3 +384,16 @@ def test_promotion_table_matches_triton(div_or_mod):
                         computation_type(a, a_weak, b, b_weak, div_or_mod)
                     continue
                 assert computation_type(a, a_weak, b, b_weak, div_or_mod) is expected, case
+
+
+@kf.jit
+def scalar_index_kernel(x_ptr):
+    pid = kl.program_id(0)
+    kl.store(x_ptr + pid[None], pid[None].to(kl.float32))
+    kl.store((x_ptr + pid)[None], 1.0)
+
+
+def test_none_indexing_a_scalar_makes_a_one_element_block():
+    kernel = compile_ir(scalar_index_kernel)
+    for store in stmts(kernel, ir.Store):
+        assert store.ptr.type.shape == (1,) and store.value.type.shape == (1,)
