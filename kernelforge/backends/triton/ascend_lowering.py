@@ -23,9 +23,10 @@ import os
 from kernelforge import ir
 from kernelforge.backends import npu_rules
 from kernelforge.backends.triton import emitter, loader
-from kernelforge.backends.triton.examples import Lowering
+from kernelforge.backends.triton.examples import Lowering, compiler_error
 
 TARGET_ARCH = "Ascend910B3"
+
 
 def lower(kernel: ir.Kernel, key: str) -> Lowering:
     """Runs `kernel` through the NPU rules and triton-ascend's stages (see the module docstring)."""
@@ -82,19 +83,3 @@ def _bishengir_available() -> bool:
     # triton-ascend falls back to "$TRITON_NPU_COMPILER_PATH/npuc" without checking it exists.
     path = _get_npucompiler_path()
     return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def compiler_error(exc: BaseException) -> str:
-    """The first informative line of a compiler failure (subprocess stderr included)."""
-    stderr = getattr(exc, "stderr", None)
-    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or "")
-    return first_line(text) or first_line(f"{type(exc).__name__}: {exc}")
-
-
-def first_line(text: str) -> str:
-    for line in text.splitlines():
-        if "Assertion" in line:  # an LLVM assert: the condition says more than the path before it
-            return line[line.index("Assertion"):].strip()[:300]
-        if line.strip() and "error" in line.lower():
-            return line.strip()[:300]
-    return next((line.strip()[:300] for line in text.splitlines() if line.strip()), "")

@@ -13,8 +13,7 @@ from __future__ import annotations
 from kernelforge import ir
 from kernelforge.errors import CompilationError
 from kernelforge.backends.triton import cuda_rules, emitter, loader
-from kernelforge.backends.triton.ascend_lowering import compiler_error
-from kernelforge.backends.triton.examples import Lowering
+from kernelforge.backends.triton.examples import Lowering, compiler_error
 
 
 def lower(kernel: ir.Kernel, key: str, arch: int = 90) -> Lowering:

@@ -148,6 +148,22 @@ def _call_ops(ops: dict, dtype: torch.dtype) -> None:
             tokens - 1, 20, head_size ** -0.5, causal=True, sliding_window=window)
 
 
+def compiler_error(exc: BaseException) -> str:
+    """The first informative line of a compiler failure (subprocess stderr included)."""
+    stderr = getattr(exc, "stderr", None)
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or "")
+    return first_line(text) or first_line(f"{type(exc).__name__}: {exc}")
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        if "Assertion" in line:  # an LLVM assert: the condition says more than the path before it
+            return line[line.index("Assertion"):].strip()[:300]
+        if line.strip() and "error" in line.lower():
+            return line.strip()[:300]
+    return next((line.strip()[:300] for line in text.splitlines() if line.strip()), "")
+
+
 def all_examples(patterns: list[str]) -> list[Example]:
     """Semantics cases and LLM kernel launches whose names contain any of `patterns` (all if none)."""
     examples = semantic_examples() + _collect(kernel_examples)
