@@ -19,8 +19,9 @@ SUPPORTED_ARCHITECTURES = {
     "Qwen2ForCausalLM": True,
 }
 
-# How the rotary frequencies are scaled; see models/rotary.py.
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+# How the rotary frequencies are scaled; see models/rotary.py. "freq_factors" is ours: the
+# per-frequency divisors llama.cpp stores for Llama 3.1-style scaling (rope_freqs.weight).
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "freq_factors")
 
 
 class UnsupportedModelError(ValueError):

@@ -88,8 +88,12 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     hf_config = gguf_to_hf_config(metadata, tensor_names, len(reader.fields["tokenizer.ggml.tokens"].data))
     weights = {}
     for tensor in reader.tensors:
-        name = hf_tensor_name(tensor.name)
         values = torch.from_numpy(dequantize(tensor))
+        if tensor.name == "rope_freqs.weight":
+            # llama.cpp's form of Llama 3.1 rope scaling: per-frequency divisors, not config keys.
+            hf_config["rope_scaling"] = {"rope_type": "freq_factors", "factors": values.tolist()}
+            continue
+        name = hf_tensor_name(tensor.name)
         if metadata["general.architecture"] == "llama":
             values = undo_llama_qk_permutation(name, values, hf_config)
         weights[name] = values
@@ -148,8 +152,6 @@ def gguf_to_hf_config(metadata: dict[str, Any], tensor_names: set[str], num_toke
         config["use_sliding_window"] = True
     if get("rope.scaling.type") not in (None, "none"):
         config["rope_scaling"] = {"rope_type": get("rope.scaling.type"), "factor": get("rope.scaling.factor")}
-    if arch == "llama" and "rope_freqs.weight" in tensor_names:
-        raise UnsupportedModelError("llama.cpp rope frequency factors (rope_freqs.weight) are not supported")
     return config
 
 

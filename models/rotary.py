@@ -23,6 +23,8 @@ def inverse_frequencies(config: ModelConfig) -> torch.Tensor:
         return inv_freq / scaling["factor"]
     if scaling["rope_type"] == "llama3":
         return _llama3(inv_freq, scaling)
+    if scaling["rope_type"] == "freq_factors":
+        return inv_freq / torch.tensor(scaling["factors"], dtype=torch.float32)
     return inv_freq
 
 

@@ -21,6 +21,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.integrations.gguf.kernels import dequantize_blocks
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 Q = gguf.GGMLQuantizationType
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
@@ -65,9 +66,9 @@ TINY_CONFIGS = {
 }
 
 
-# The kinds a GGUF can express: llama.cpp stores llama3 rope scaling as a tensor, and has no
-# llama biases or qwen2 sliding window in its metadata.
-GGUF_KINDS = ("llama", "qwen2")
+# The kinds our writer expresses as GGUF (llama.cpp keeps no qwen2 sliding window in its
+# metadata; llama biases are left out here). llama3 rope scaling becomes a rope_freqs tensor.
+GGUF_KINDS = ("llama", "llama-tied-llama3-rope", "qwen2")
 
 
 def random_model(kind: str, seed: int = 0) -> torch.nn.Module:
@@ -210,6 +211,9 @@ def write_gguf(model: torch.nn.Module, path: Path, seed: int = 0) -> None:
     writer.add_eos_token_id(len(tokens) - 1)
     writer.add_chat_template(CHAT_TEMPLATE)
 
+    if config.rope_parameters["rope_type"] == "llama3":
+        writer.add_tensor("rope_freqs.weight", _llama3_freq_factors(config))
+
     state = model.state_dict()
     for name, hf_name in _gguf_names(config):
         stem = name.split(".")[-2]
@@ -225,6 +229,13 @@ def write_gguf(model: torch.nn.Module, path: Path, seed: int = 0) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _llama3_freq_factors(config) -> np.ndarray:
+    """What llama.cpp's converter stores for Llama 3.1 scaling: unscaled / scaled inverse frequencies."""
+    dim = config.head_dim
+    unscaled = 1.0 / (config.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2).float() / dim))
+    return (unscaled / LlamaRotaryEmbedding(config).inv_freq).numpy()
 
 
 def _gguf_names(config) -> list[tuple[str, str]]:
