@@ -14,7 +14,6 @@ cache (`kernelforge.cache`), before running the frontend and the backend's codeg
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import inspect
@@ -30,7 +29,7 @@ import torch
 from kernelforge import cache, ir
 from kernelforge.backends import get_backend, select_backend_name
 from kernelforge.errors import CompilationError
-from kernelforge.frontend import JIT_ATTR, FunctionSource, compile_kernel
+from kernelforge.frontend import JIT_ATTR, compile_kernel
 from kernelforge.language.core import constexpr
 
 # Launch options Triton users pass (and `kf.Config`s may carry); the current backends
@@ -117,7 +116,7 @@ class JITFunction:
             digest = hashlib.sha256()
             try:
                 for fn in _jit_closure(self.fn):
-                    digest.update(FunctionSource.of(fn).text.encode())
+                    digest.update(inspect.getsource(fn).encode())
             except OSError as exc:
                 code = self.fn.__code__
                 raise CompilationError(f"cannot read the source of the kernel (define kernels in a file): {exc}",
@@ -310,7 +309,10 @@ def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, in
 
 
 def _jit_closure(fn: Callable) -> list[Callable]:
-    """`fn` and, transitively, every jit function its source names (globals and closures)."""
+    """`fn` and, transitively, every jit function it names (globals, closures, `module.fn`).
+
+    Read from the code objects rather than the AST so that a warm launch never parses.
+    """
     order: list[Callable] = []
     pending = [fn]
     while pending:
@@ -318,25 +320,21 @@ def _jit_closure(fn: Callable) -> list[Callable]:
         if any(current is seen for seen in order):
             continue
         order.append(current)
-        names = {n.id for n in ast.walk(FunctionSource.of(current).tree) if isinstance(n, ast.Name)}
-        free = dict(zip(current.__code__.co_freevars, current.__closure__ or ()))
-        for n in sorted(names):
-            if n in free:
-                try:
-                    obj = free[n].cell_contents
-                except ValueError:
-                    continue
-            else:
-                obj = current.__globals__.get(n)
+        code = current.__code__
+        names = code.co_names
+        referenced = [current.__globals__.get(n) for n in names]
+        for name, cell in zip(code.co_freevars, current.__closure__ or ()):
+            try:
+                referenced.append(cell.cell_contents)
+            except ValueError:  # an unassigned cell
+                continue
+        for obj in list(referenced):
+            if inspect.ismodule(obj):
+                referenced.extend(getattr(obj, n, None) for n in names)
+        for obj in referenced:
             callee = getattr(obj, JIT_ATTR, None) if obj is not None else None
             if callee is not None:
                 pending.append(callee)
-        for node in ast.walk(FunctionSource.of(current).tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                base = current.__globals__.get(node.value.id)
-                callee = getattr(getattr(base, node.attr, None), JIT_ATTR, None) if base is not None else None
-                if callee is not None:
-                    pending.append(callee)
     return order
 
 

@@ -14,6 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from fake_backend import fake, jit_module  # noqa: F401  (fake is a pytest fixture)
 from kernelforge import cache
+from kernelforge.frontend.source import FunctionSource
 
 
 @kf.jit
@@ -94,6 +95,7 @@ def test_warm_cache_skips_the_frontend_and_codegen(fake, monkeypatch):
         raise AssertionError("the frontend ran although the disk cache holds the source")
 
     monkeypatch.setattr(jit_module, "compile_kernel", no_compile)
+    monkeypatch.setattr(FunctionSource, "of", staticmethod(no_compile))  # not even a parse
     fresh[(1,)](x, 4, BLOCK=4)
     assert len(fake.generated) == 1
     assert fake.loaded[0] == fake.loaded[1]
