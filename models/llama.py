@@ -165,7 +165,10 @@ class LlamaForCausalLM(nn.Module):
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             hidden, residual = layer(positions, hidden, residual, attn, kv_cache, self.cos_sin_cache)
-        # Only the sampled rows need the final norm and the (vocab-sized) head.
+        # Only the sampled rows need the final norm and the (vocab-sized) head; a step that
+        # only advances chunked prefills samples nothing.
+        if logits_indices.numel() == 0:
+            return torch.empty(0, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
         hidden, residual = hidden[logits_indices], residual[logits_indices]
         fused_add_rms_norm(hidden, residual, self.norm, self.config.rms_norm_eps)
         return F.linear(hidden, self.lm_head).float()

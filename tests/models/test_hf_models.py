@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models import UnsupportedModelError, load_model
+from models.loader import resolve_dtype
 from tests.models.paged import RAGGED_LENGTHS, RAGGED_SCHEDULE, PagedRunner, replay
 from tests.models.tiny import TINY_CONFIGS, random_model, save_hf_dir
 
@@ -102,3 +103,29 @@ def test_directory_without_weights_is_refused(tmp_path):
 def test_missing_path_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "nothing-here", device="cpu")
+
+
+def test_step_without_sampled_tokens_still_fills_the_cache(tmp_path):
+    reference = random_model("llama")
+    model, _ = load_model(save_hf_dir(reference, tmp_path / "llama"), device="cpu")
+    ids = random_sequences(reference.config.vocab_size, (20,))[0]
+    runner = PagedRunner(model, 1, 32)
+    positions, attn = runner.metadata({0: 12})
+    logits = model.forward(torch.tensor(ids[:12]), positions, attn, runner.kv_caches, torch.tensor([], dtype=torch.int64))
+    assert logits.shape == (0, reference.config.vocab_size) and logits.dtype == torch.float32
+    runner.cached[0] = 12
+    torch.testing.assert_close(runner.step({0: ids[12:]})[0], reference_logits(reference, ids)[-1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("requested", "device", "expected"),
+    [("auto", "cpu", torch.float32), ("auto", "cuda", torch.bfloat16), ("fp16", "cpu", torch.float16),
+     ("bfloat16", "cpu", torch.bfloat16), (torch.float32, "cuda", torch.float32)],
+)
+def test_dtype_resolution(requested, device, expected):
+    assert resolve_dtype(requested, torch.device(device)) == expected
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="bf16"):
+        resolve_dtype("float8", torch.device("cpu"))
