@@ -39,6 +39,9 @@ from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend, per
 # Live bytes one program may hold on an Ascend NPU (192 KB UB, halved by double buffering).
 UB_BUDGET = 96 * 1024
 MAX_SEGMENTS = 16
+# Elements of one K (or V) tile across all programs of a CPU launch: 4M keeps the int64
+# offsets of a tile at 32 MB.
+CPU_TILE_ELEMENTS = 1 << 22
 
 
 def ub_bytes(block_m: int, tile: int, head_pad: int, itemsize: int) -> int:
@@ -70,14 +73,18 @@ def _configs(args: dict) -> list[kf.Config]:
 
 
 def _default(args: dict) -> kf.Config:
-    """The largest tile that fits: 64 on NPU/GPU (within the UB budget), and on the CPU
-    backend the whole context of a typical decode in a few tiles of up to 256 keys,
-    since there every tile is a round of batched torch ops."""
-    if on_cpu_backend(args["query_ptr"].device):
-        seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
-        return _geometry(args, min(256, max(16, next_power_of_2(seg_len))))
-    fitting = [c for c in _configs(args) if c["TILE"] <= 64]
-    return fitting[-1]
+    """The largest tile that fits: up to 64 keys on NPU/GPU (within the UB budget). On the
+    CPU backend every tile is one round of batched torch ops over all programs, so a tile
+    covers a segment's whole context (up to 256 keys) unless the batch's tiles together
+    would pass CPU_TILE_ELEMENTS, which keeps the temporaries of a tile cache-sized."""
+    if not on_cpu_backend(args["query_ptr"].device):
+        return [c for c in _configs(args) if c["TILE"] <= 64][-1]
+    block_q = _geometry(args, 16)["BLOCK_M"] // args["GROUP"]
+    programs = num_q_blocks(args["num_tokens"], args["num_seqs"], block_q) * args["num_kv_heads"] * args["NUM_SEGMENTS"]
+    seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
+    budget = CPU_TILE_ELEMENTS // (programs * args["HEAD_PAD"])
+    tile = min(256, next_power_of_2(seg_len), 1 << max(0, budget.bit_length() - 1))
+    return _geometry(args, max(16, tile))
 
 
 @kf.jit
