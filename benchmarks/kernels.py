@@ -133,7 +133,8 @@ def measure(case: Case, reps: int) -> tuple[float, float, float]:
     return statistics.median(kf_times), statistics.median(torch_times), error
 
 
-def build_cases(models: list[str], seqs: list[int], contexts: list[int], dtype: torch.dtype) -> list[Callable[[], list[Case]]]:
+def build_cases(models: list[str], seqs: list[int], contexts: list[int],
+                dtype: torch.dtype) -> list[Callable[[], list[Case]]]:
     """Case factories, so only one case's tensors are alive at a time."""
     factories: list[Callable[[], list[Case]]] = []
     for model in models:

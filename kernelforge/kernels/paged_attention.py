@@ -7,8 +7,8 @@ are loaded once per group. Query blocks are numbered across the batch as
 `cu_seqlens_q[s] // BLOCK_Q + s + j` (the +s leaves room for every sequence's partial
 last block; one-token blocks need none), which lets the launcher bound their count by
 `T // BLOCK_Q + S` without reading lengths on the host; a program finds its sequence by
-binary search over `cu_seqlens_q` and skips indices past its sequence's last block. Sequences with no
-query tokens (empty decode slots) own no block and are never touched.
+binary search over `cu_seqlens_q` and skips indices past its sequence's last block.
+Sequences with no query tokens (empty decode slots) own no block and are never touched.
 
 The context is scanned in tiles of TILE key positions, each position's physical block
 looked up in the block table, with an fp32 online softmax (running max m, running sum
@@ -343,8 +343,8 @@ def paged_attention(
         return
     head_pad = next_power_of_2(head_size)
     segments = num_kv_segments(num_seqs, num_kv_heads, max_seqlen_q, max_seqlen_k, query.device)
+    rows = num_tokens * num_heads
     if segments > 1:
-        rows = num_tokens * num_heads
         m_part = torch.empty(rows * segments, dtype=torch.float32, device=query.device)
         l_part = torch.empty_like(m_part)
         acc_part = torch.empty(rows * segments * head_pad, dtype=torch.float32, device=query.device)
@@ -368,9 +368,9 @@ def paged_attention(
         PERSISTENT=persistent(query.device),
     )
     if segments > 1:
-        rows = num_tokens * num_heads
         _merge_segments_kernel[(grid_size(rows, query.device),)](
-            flat_view(out), m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads, out.stride(0), out.stride(1),
+            flat_view(out), m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads,
+            out.stride(0), out.stride(1),
             HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments, PERSISTENT=persistent(query.device),
         )
 

@@ -1,9 +1,10 @@
 """Write new tokens' keys and values into the paged KV cache, vLLM's `reshape_and_cache`.
 
-Each work item is one token (`launch` says how programs map to items): its [num_kv_heads, head_size] key and value rows are
-contiguous in the input and land contiguously at cache[slot // block_size,
-slot % block_size] (flat offset slot * num_kv_heads * head_size), so the copy is a flat run of num_kv_heads * head_size elements,
-walked BLOCK at a time. Negative slots mark padding tokens and are skipped.
+Each work item is one token (`launch` says how programs map to items): its
+[num_kv_heads, head_size] key and value rows are contiguous in the input and land
+contiguously at cache[slot // block_size, slot % block_size] (flat offset
+slot * num_kv_heads * head_size), so the copy is a flat run of num_kv_heads * head_size
+elements, walked BLOCK at a time. Negative slots mark padding tokens and are skipped.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Rotary position embedding (RoPE), in place on query and key, vLLM's `rotary_embedding`.
 
-Each work item is one token (`launch` says how programs map to items). Its cos/sin row is loaded once and applied to every query
-head and then every key head, BLOCK_H heads at a time as a [BLOCK_H, ROT_HALF] block of
-rotation pairs. Only the first rot_dim features of a head rotate (partial rotary); the
-rest are neither read nor written.
+Each work item is one token (`launch` says how programs map to items). Its cos/sin row
+is loaded once and applied to every query head and then every key head, BLOCK_H heads at
+a time as a [BLOCK_H, ROT_HALF] block of rotation pairs. Only the first rot_dim features
+of a head rotate (partial rotary); the rest are neither read nor written.
 """
 
 from __future__ import annotations
