@@ -89,6 +89,8 @@ def test_token_id_prompts_and_prompt_lists(client, server, model):
     assert [c.index for c in by_text.choices] == [0, 1]
     assert by_ids.choices[0].text == by_text.choices[0].text
     assert by_text.usage.prompt_tokens == len(ids) + len(tokenize(server, prompt="Once upon a time"))
+    echoed = client.completions.create(model=model, prompt=PROMPT, max_tokens=6, temperature=0, echo=True)
+    assert echoed.choices[0].text == PROMPT + by_ids.choices[0].text
 
 
 def test_chat_completion_uses_the_chat_template(client, server, model):
@@ -136,6 +138,14 @@ def test_n_choices_are_reproducible_with_a_seed(client, model):
     assert [c.index for c in first.choices] == [0, 1, 2]
     assert [c.text for c in first.choices] == [c.text for c in again.choices]
     assert first.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in first.choices)
+    streamed: dict[int, str] = {}
+    reasons: dict[int, list[str]] = {}
+    for chunk in client.completions.create(**args, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+            reasons.setdefault(c.index, []).extend([c.finish_reason] if c.finish_reason else [])
+    assert [streamed[i] for i in range(3)] == [c.text for c in first.choices]
+    assert [reasons[i] for i in range(3)] == [[c.finish_reason] for c in first.choices]
     chat = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=6, n=2, seed=5)
     assert [c.index for c in chat.choices] == [0, 1]
 
