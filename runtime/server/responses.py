@@ -96,7 +96,8 @@ class ChatCompletionResponse(BaseModel):
 
 
 class ChatDelta(BaseModel):
-    role: Literal["assistant"] | None = None
+    # OpenAI names the role only in a choice's first chunk and leaves it out afterwards.
+    role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda role: role is None)
     content: str | None = None
 
 

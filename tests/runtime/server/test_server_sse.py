@@ -6,7 +6,7 @@ import pytest
 
 from runtime.server import sse
 from runtime.server.formatting import DeltaTracker, chat_logprobs, completion_logprobs
-from runtime.server.responses import Usage
+from runtime.server.responses import ChatDelta, Usage
 from runtime.outputs import Logprob
 
 
@@ -68,3 +68,8 @@ def test_chat_logprobs_block():
     assert (entry.token, entry.logprob, entry.bytes) == ("a", -0.5, [97])
     assert [(t.token, t.logprob) for t in entry.top_logprobs] == [("d", -0.25), ("a", -0.5)]
     assert chat_logprobs([1], lps, 0, _text).content[0].top_logprobs == []
+
+
+def test_chat_delta_names_the_role_only_when_set():
+    assert sse.parse_events(sse.event(ChatDelta(content="x"))) == [{"content": "x"}]
+    assert sse.parse_events(sse.event(ChatDelta(role="assistant", content="")))[0]["role"] == "assistant"
