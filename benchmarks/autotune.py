@@ -1,6 +1,6 @@
 """Autotune benchmark: each kernel's default config against its tuned config on the CPU backend.
 
-    python -m benchmarks.autotune [--json PATH] [--effort quick|full] [--max-tokens N]
+    python -m benchmarks.autotune [--json PATH] [--effort quick|full] [--max-tokens N] [--threads N]
 
 For every tunable kernel at SmolLM2-135M's serving shapes (decode batches and prefill
 chunks, float32), the tuner runs with a private, empty cache; then the default and the
@@ -76,7 +76,11 @@ def main() -> int:
     parser.add_argument("--budget", type=float, help="wall-time budget per key (seconds)")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--reps", type=int, default=30, help="timed runs when re-measuring default and tuned")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); 1 keeps "
+                        "OpenMP barriers from stalling when other processes share the cores")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = run(args.effort, args.max_tokens, args.reps, args.budget)
     print(markdown(rows))
     if args.json:
