@@ -335,6 +335,48 @@ _ELEMENTWISE = {
 }
 
 
+def verify_definitions(kernel: Kernel) -> None:
+    """Checks that every variable is assigned on every path before it is read.
+
+    Paths that end in `Return` do not reach the code after their `If`; a `For` body may
+    run zero times, so what it alone assigns is not defined after the loop.
+    """
+
+    def operands(stmt: Stmt) -> list[Operand]:
+        if isinstance(stmt, Assign):
+            return list(stmt.args)
+        if isinstance(stmt, Store):
+            return [x for x in (stmt.ptr, stmt.value, stmt.mask) if x is not None]
+        if isinstance(stmt, For):
+            return [stmt.start, stmt.stop, stmt.step]
+        if isinstance(stmt, If):
+            return [stmt.cond]
+        return []
+
+    def run(block: Block, defined: set[int]) -> set[int] | None:
+        """The variables defined after `block`, or None when every path through it returns."""
+        for stmt in block.stmts:
+            for op in operands(stmt):
+                if isinstance(op, Var) and id(op) not in defined:
+                    where = str(stmt.loc) if stmt.loc else type(stmt).__name__
+                    raise VerificationError(f"{where}: {op} is read before it is assigned")
+            if isinstance(stmt, Assign):
+                defined = defined | {id(stmt.dst)}
+            elif isinstance(stmt, For):
+                run(stmt.body, defined | {id(stmt.var)})
+            elif isinstance(stmt, If):
+                arms = [run(stmt.then_body, defined), run(stmt.else_body, defined)]
+                live = [a for a in arms if a is not None]
+                if not live:
+                    return None
+                defined = set.intersection(*live)
+            elif isinstance(stmt, Return):
+                return None
+        return defined
+
+    run(kernel.body, {id(p.var) for p in kernel.params})
+
+
 def format_kernel(kernel: Kernel) -> str:
     """Human-readable listing of the IR (`python -m kernelforge show --backend ir`)."""
     params = ", ".join(f"{p.name}: {p.var.type}" for p in kernel.params)

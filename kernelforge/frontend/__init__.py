@@ -64,6 +64,7 @@ def _compile(fn: Callable, src: FunctionSource, param_types: Mapping[str, ir.Blo
     fold_copies(kernel)
     try:
         ir.verify(kernel)
+        ir.verify_definitions(kernel)
     except ir.VerificationError as exc:
         raise _at_def(src, f"internal compiler error: the frontend produced invalid IR: {exc}") from None
     return kernel

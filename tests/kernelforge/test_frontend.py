@@ -397,3 +397,18 @@ def test_none_indexing_a_scalar_makes_a_one_element_block():
     kernel = compile_ir(scalar_index_kernel)
     for store in stmts(kernel, ir.Store):
         assert store.ptr.type.shape == (1,) and store.value.type.shape == (1,)
+
+
+def test_definitions_are_checked_on_every_path():
+    i32 = ir.BlockType(ir.DType.int32)
+    n = ir.Var("n", i32)
+    x = ir.Var("x", i32)
+    cond = ir.Var("c", ir.BlockType(ir.DType.int1))
+    defines_c = ir.Assign(cond, "gt", (n, ir.Const(0, i32)))
+    one_arm = ir.If(cond, ir.Block([ir.Assign(x, "add", (n, n))]), ir.Block())
+    read_x = ir.Assign(ir.Var("y", i32), "add", (x, n))
+    kernel = ir.Kernel("k", [ir.Param("n", n)], {}, ir.Block([defines_c, one_arm, read_x]))
+    with pytest.raises(ir.VerificationError, match="%x is read before it is assigned"):
+        ir.verify_definitions(kernel)
+    one_arm.else_body.stmts.append(ir.Return())
+    ir.verify_definitions(kernel)  # the arm without x returns: fine
