@@ -218,10 +218,10 @@ class CodeGenerator(ControlFlow, ast.NodeVisitor):
             if isinstance(value, Undefined):
                 raise self.error(node, value.reason)
             return value
-        if name in self._closure:
-            return self._closure[name]
-        if name in self._globals:
-            return self._globals[name]
+        for namespace in (self._closure, self._globals):
+            if name in namespace:
+                value = namespace[name]
+                return value.value if isinstance(value, constexpr) else value  # BLOCK = kl.constexpr(128)
         if name in _PY_BUILTINS:
             return _PY_BUILTINS[name]
         raise self.error(node, f"unknown name '{name}'")

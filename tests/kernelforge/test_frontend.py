@@ -412,3 +412,21 @@ def test_definitions_are_checked_on_every_path():
         ir.verify_definitions(kernel)
     one_arm.else_body.stmts.append(ir.Return())
     ir.verify_definitions(kernel)  # the arm without x returns: fine
+
+
+GLOBAL_BLOCK = kl.constexpr(16)
+GLOBAL_SCALE = 3
+
+
+@kf.jit
+def globals_kernel(x_ptr):
+    offs = kl.arange(0, GLOBAL_BLOCK)
+    kl.store(x_ptr + offs, kl.load(x_ptr + offs) * GLOBAL_SCALE)
+
+
+def test_module_level_constants_are_constexprs():
+    kernel = compile_ir(globals_kernel)
+    (arange,) = assigns(kernel, "arange")
+    assert arange.attrs == {"start": 0, "end": 16}
+    (mul,) = assigns(kernel, "mul")
+    assert mul.args[1] == ir.Const(3.0, ir.BlockType(ir.DType.float32))
