@@ -152,6 +152,8 @@ class JITFunction:
         out = {}
         for n in self._constexpr_order:
             value = named[n]
+            if isinstance(value, constexpr):
+                value = value.value
             if isinstance(value, torch.Tensor):
                 raise TypeError(f"kernel {self.__name__}(): constexpr {n!r} got a tensor")
             out[n] = _DTYPES.get(value, value) if isinstance(value, torch.dtype) else value

@@ -165,6 +165,11 @@ def test_forced_backend_is_used(fake):
     assert fake.selected == ["interpret"]
 
 
+def test_constexpr_wrapped_values_are_unwrapped(fake):
+    copy_kernel[(1,)](torch.zeros(4), torch.zeros(4), 4, BLOCK=kl.constexpr(4))
+    assert fake.generated[-1].constexprs["BLOCK"] == 4
+
+
 def test_torch_dtype_constexprs_become_kl_dtypes(fake):
     @kf.jit
     def fill(out_ptr, DT: kl.constexpr):
