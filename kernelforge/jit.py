@@ -261,16 +261,31 @@ class JITFunction:
 
     def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
                  constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:
-        # KF_SANITIZE changes what the cpu backend generates; the backend's tag keeps sources
-        # written by an older version of its code generator out of use.
+        # KF_SANITIZE changes what the cpu backend generates; the frontend's and the backend's
+        # tags keep sources written by older versions of either code generator out of use.
         key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key,
                               tuple(map(str, type_key)), os.environ.get("KF_SANITIZE", "0"),
-                              _backend_tag(backend))
+                              _frontend_tag(), _backend_tag(backend))
         source = cache.get(backend_name, key)
         if source is None:
             source = backend.generate(compile_kernel(self.fn, types, constexprs))
             cache.put(backend_name, key, source)
         return backend.load(source, f"{self.__name__}_{key}")
+
+
+def _hash_sources(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _frontend_tag() -> str:
+    """Hash of the code that turns a kernel into IR (language, frontend, IR)."""
+    package = Path(__file__).parent
+    return _hash_sources([package / "ir.py", *sorted((package / "language").glob("*.py")),
+                          *sorted((package / "frontend").glob("*.py"))])
 
 
 @functools.lru_cache(maxsize=None)
@@ -283,10 +298,7 @@ def _backend_tag(backend: Any) -> str:
         package = Path(inspect.getfile(type(backend))).parent
     except TypeError:  # a class defined outside any file
         return ""
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return _hash_sources(sorted(package.rglob("*.py")))
 
 
 def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, int]:

@@ -150,3 +150,11 @@ def test_a_changed_backend_generator_does_not_reuse_old_sources(fake, monkeypatc
     cache.clear_memory()
     twice_kernel[(1,)](torch.ones(4), 4, BLOCK=4)
     assert len(fake.generated) == 1 and len(newer.generated) == 1
+
+
+def test_a_changed_frontend_does_not_reuse_old_sources(fake, monkeypatch):
+    twice_kernel[(1,)](torch.ones(4), 4, BLOCK=4)
+    monkeypatch.setattr(jit_module, "_frontend_tag", lambda: "frontend-v2")
+    cache.clear_memory()
+    kf.jit(twice_kernel.fn)[(1,)](torch.ones(4), 4, BLOCK=4)
+    assert len(fake.generated) == 2
