@@ -194,10 +194,19 @@ def _attend(
             block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
                             mask=k_valid, other=0).to(kl.int64)
             slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
-            # K and V share one [TILE, HEAD_PAD] offset block and mask.
+            # K and V share one [TILE, HEAD_PAD] offset block.
             kv_offsets = slot_off[:, None] + offs_d[None, :]
-            kv_mask = _with_feature_mask(k_valid, d_mask, HEAD_SIZE, HEAD_PAD)
-            k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            if HEAD_SIZE == HEAD_PAD:
+                # Unmasked: a position past the segment reads a real slot of the block the
+                # masked block-table load gave it (block 0), and its score is masked below.
+                # V rows there are zeroed, since stale cache memory may hold NaN and 0 * NaN
+                # would leak into the accumulator.
+                k = kl.load(key_cache_ptr + kv_offsets)
+                v = kl.where(k_valid[:, None], kl.load(value_cache_ptr + kv_offsets), 0.0)
+            else:
+                kv_mask = k_valid[:, None] & d_mask[None, :]
+                k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+                v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             scores = kl.dot(q, kl.trans(k)) * scale
             visible = k_valid[None, :] & row_valid[:, None]
             if CAUSAL:
@@ -210,7 +219,6 @@ def _attend(
             p = kl.exp(scores - m_safe[:, None])
             alpha = kl.exp(m_i - m_safe)
             l_i = l_i * alpha + kl.sum(p, axis=1)
-            v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
             m_i = m_new
 
