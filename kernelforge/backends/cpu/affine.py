@@ -26,7 +26,11 @@ from kernelforge.backends.cpu.analysis import Facts, assigned, operand_names
 
 Monomial = tuple[str, ...]  # sorted atom names; () is the constant term
 Poly = dict[Monomial, int]
-Key = tuple[str, int] | None  # None: base; ("pid", axis); ("blk", dim)
+# None: the constant 1; ("pid", axis); ("blk", dim); ("dyn", var, dims): an integer tensor
+# variable without a form (a loaded block index, say), its dim i lying along block dim
+# dims[i] (None for a size-1 dim). Dyn terms make "row gathers": a data-dependent start
+# per row plus an affine run along the remaining (inner) block dims.
+Key = tuple | None
 
 
 def poly_add(a: Poly, b: Poly, sign: int = 1) -> Poly:
@@ -72,9 +76,19 @@ class Form:
 
     def atoms(self) -> set[str]:
         out: set[str] = set()
-        for _, p in self.terms:
+        for k, p in self.terms:
             out |= poly_atoms(dict(p))
+            if k is not None and k[0] == "dyn":
+                out.add(k[1])
         return out
+
+    @property
+    def dyn(self) -> list[tuple[str, tuple]]:
+        return [(k[1], k[2]) for k, _ in self.terms if k is not None and k[0] == "dyn"]
+
+    def covered(self) -> set[int]:
+        """Block dims along which a dyn term varies."""
+        return {d for _, dims in self.dyn for d in dims if d is not None}
 
     @property
     def is_uniform_scalar(self) -> bool:
@@ -91,11 +105,18 @@ class MaskForm:
 
     conds: tuple[Form, ...]
     shape: tuple[int, ...]
+    tensors: tuple[tuple[str, tuple], ...] = ()  # bool variables ANDed in: (var, dims) as for dyn
 
     def atoms(self) -> set[str]:
-        out: set[str] = set()
+        out: set[str] = {name for name, _ in self.tensors}
         for f in self.conds:
             out |= f.atoms()
+        return out
+
+    def covered(self) -> set[int]:
+        out = {d for _, dims in self.tensors for d in dims if d is not None}
+        for c in self.conds:
+            out |= c.covered()
         return out
 
 
@@ -105,6 +126,17 @@ class Access:
 
     ptr: Form
     mask: MaskForm | None  # None: the mask is absent or has no form (use the tensor)
+    rows: int | None = None  # row gather: block dims from here on are the inner, affine run
+
+
+def inner_start(ptr: Form, mask: MaskForm | None) -> int:
+    """First block dim of the trailing run along which no dyn term or mask tensor varies."""
+    covered = ptr.covered() | (mask.covered() if mask is not None else set())
+    rank = len(ptr.shape)
+    k = rank
+    while k > 0 and k - 1 not in covered:
+        k -= 1
+    return k
 
 
 def add_forms(a: Form, b: Form, sign: int = 1) -> Form:
@@ -130,8 +162,14 @@ def _reindex(f: Form, shape: tuple[int, ...], dims: dict[int, int]) -> Form:
             if k[1] not in dims:
                 continue
             k = ("blk", dims[k[1]])
+        elif k is not None and k[0] == "dyn":
+            k = ("dyn", k[1], tuple(None if d is None else dims.get(d) for d in k[2]))
         out[k] = p
     return Form.make(out, shape)
+
+
+def _dims_of(op: ir.Var) -> tuple:
+    return tuple(None if n == 1 else d for d, n in enumerate(op.type.shape))
 
 
 class _Env:
@@ -161,10 +199,13 @@ class _Env:
         f = self.forms.get(op.name)
         if isinstance(f, Form):
             return f
-        if (op.type.is_scalar and self.facts.is_py(op) and not op.type.dtype.is_float
-                and not op.type.dtype.is_bool and not op.type.is_pointer):
+        if op.type.dtype.is_float or op.type.dtype.is_bool or isinstance(f, MaskForm):
+            return None
+        if self.facts.is_py(op):
+            if op.type.is_pointer:
+                return None
             return Form.make({None: {(op.name,): 1}}, ())
-        return None
+        return Form.make({("dyn", op.name, _dims_of(op)): {(): 1}}, tuple(op.type.shape))
 
     def form_of(self, s: ir.Assign, params: set[str]) -> Form | MaskForm | None:
         op, args, shape = s.op, s.args, tuple(s.dst.type.shape)
@@ -216,14 +257,18 @@ class _Env:
             a, b = self.mask_form(args[0]), self.mask_form(args[1])
             if a is None or b is None:
                 return None
-            return MaskForm(a.conds + b.conds, shape)
+            return MaskForm(a.conds + b.conds, shape, a.tensors + b.tensors)
         return None
 
     def mask_form(self, op: ir.Operand) -> MaskForm | None:
         if isinstance(op, ir.Const):
             return MaskForm((), ()) if op.value else None
         f = self.forms.get(op.name)
-        return f if isinstance(f, MaskForm) else None
+        if isinstance(f, MaskForm):
+            return f
+        if f is None and op.type.dtype.is_bool and not self.facts.is_py(op):
+            return MaskForm((), tuple(op.type.shape), ((op.name, _dims_of(op)),))
+        return None
 
 
 def _reshape_form(op: str, attrs: dict, src: Form | MaskForm, shape: tuple[int, ...]) -> Form | MaskForm | None:
@@ -234,7 +279,13 @@ def _reshape_form(op: str, attrs: dict, src: Form | MaskForm, shape: tuple[int, 
             if f is None:
                 return None
             conds.append(f)
-        return MaskForm(tuple(conds), shape)
+        tensors = []
+        for name, dims in src.tensors:
+            moved = _reshape_form(op, attrs, Form.make({("dyn", name, dims): {(): 1}}, src.shape), shape)
+            if moved is None:
+                return None
+            tensors.append(moved.dyn[0])
+        return MaskForm(tuple(conds), shape, tuple(tensors))
     if op == "full":
         return _reindex(src, shape, {})
     if op == "expand_dims":
@@ -258,7 +309,7 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
             if isinstance(s, ir.Assign):
                 if s.op == "load" and record:
                     _record(s, s.args[0], s.args[1] if len(s.args) > 1 else None, env)
-                form = env.form_of(s, params)
+                form = _atomize(env.form_of(s, params), s.dst)
                 env.forget({s.dst.name})
                 if form is not None and s.dst.name not in form.atoms():
                     env.forms[s.dst.name] = form
@@ -282,10 +333,26 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
         if f is None or not f.shape == tuple(ptr.type.shape):
             return
         m = env.mask_form(mask) if mask is not None else None
-        out[id(s)] = Access(f, m)
+        if not f.dyn and (m is None or not any(c.dyn for c in m.conds)):
+            # a view; a mask with tensor parts is then passed as the tensor it is
+            out[id(s)] = Access(f, None if m is not None and m.tensors else m)
+        elif isinstance(s, ir.Assign) and (mask is None or m is not None):
+            inner = inner_start(f, m)
+            if inner < len(f.shape):  # rows of at least one element along a block axis
+                out[id(s)] = Access(f, m, rows=inner)
 
     visit(kernel.body, _Env(facts))
     return out
+
+
+def _atomize(form: Form | MaskForm | None, dst: ir.Var) -> Form | MaskForm | None:
+    """Keeps at most one data-dependent term per form: a sum of several is cheaper to read
+    from the variable the kernel computes anyway than to rebuild term by term."""
+    if isinstance(form, Form) and len(form.dyn) > 1:
+        return Form.make({("dyn", dst.name, _dims_of(dst)): {(): 1}}, form.shape)
+    if isinstance(form, MaskForm) and any(len(c.dyn) > 1 for c in form.conds):
+        return MaskForm((), form.shape, ((dst.name, _dims_of(dst)),))
+    return form
 
 
 def _inductions(loop: ir.For, env: _Env, names: set[str], visit) -> dict[str, Form]:

@@ -76,6 +76,9 @@ class CodeGen:
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
         self.total_refs = references(kernel.body)
+        for acc in self.accesses.values():  # forms read variables the IR no longer names there
+            for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
+                self.total_refs[atom] += 1
         self.functions: list[str] = []  # module-level compute regions
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}

@@ -43,6 +43,40 @@ def aff_expr(gen: "CodeGen", f: Form) -> str:
     return f"({base}, ({pid}), ({blk.rstrip(', ') + (',' if len(f.shape) == 1 else '')}))"
 
 
+def dyn_expr(gen: "CodeGen", f: Form) -> str:
+    polys = f.polys()
+    parts = [f"({gen.name(name)}, {poly_expr(gen, polys[('dyn', name, dims)])}, {dims!r}, "
+             f"{name in gen.facts.varying})" for name, dims in f.dyn]
+    return "(" + "".join(p + ", " for p in parts).rstrip(" ") + ")"
+
+
+def _rows_load(gen: "CodeGen", s: ir.Assign, acc, other: ir.Operand | None, active: str | None) -> tuple[str, bool]:
+    """A row gather (`views.load_rows`): per-row data-dependent starts, affine inner run."""
+    ptr = s.args[0]
+    mask = acc.mask
+    conds = mask.conds if mask is not None else ()
+    dyn_names = {n for n, _ in acc.ptr.dyn} | {n for c in conds for n, _ in c.dyn} | {
+        n for n, _ in (mask.tensors if mask is not None else ())}
+    per_program = acc.ptr.gridded or any(c.gridded for c in conds) or any(
+        n in gen.facts.varying for n in dyn_names)
+    active = gen.mask if per_program else None
+    args = [gen.name(ptr.root), "P", aff_expr(gen, acc.ptr), repr(tuple(ptr.type.shape)), str(acc.rows),
+            str(per_program or active is not None)]
+    if acc.ptr.dyn:
+        args.append(f"dyn={dyn_expr(gen, acc.ptr)}")
+    if conds:
+        rendered = [f"({aff_expr(gen, c)[1:-1]}, {dyn_expr(gen, c)})" for c in conds]
+        args.append("conds=(" + "".join(r + ", " for r in rendered).rstrip(" ") + ")")
+    if mask is not None and mask.tensors:
+        ms = [f"({gen.name(n)}, 1, {dims!r}, {n in gen.facts.varying})" for n, dims in mask.tensors]
+        args.append("masks=(" + "".join(m + ", " for m in ms).rstrip(" ") + ")")
+    if other is not None:
+        args.append(f"other={gen.val(other)}")
+    if active is not None:
+        args.append(f"active={active}")
+    return f"views.load_rows({', '.join(args)})", per_program or active is not None
+
+
 def _mask_args(gen: "CodeGen", mask: ir.Operand | None, form: MaskForm | None) -> str:
     if mask is None:
         return ""
@@ -86,6 +120,8 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
         extra = f", active={active}" if active else ""
         return f"rt.gather({flat}, {gen.val(ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
                f"{other_v}{extra})", varying
+    if acc.rows is not None:
+        return _rows_load(gen, s, acc, other, active)
     copy = ", copy=True" if ptr.root in gen.written_roots else ""
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
