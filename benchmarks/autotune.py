@@ -60,10 +60,12 @@ def run(effort: str, max_tokens: int, reps: int, budget: float | None) -> list[d
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| kernel | tokens | seqs | key | default | default (us) | tuned | tuned (us) | speed-up | timed |",
+    """One row per tuned key; the full key (constexprs included) is in the JSON."""
+    lines = ["| kernel | tokens | seqs | variant | default | default (us) | tuned | tuned (us) | speed-up | timed |",
              "|---|---:|---:|---|---|---:|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['kernel']} | {r['num_tokens']} | {r['num_seqs']} | {r['key']} | "
+        variant = "fused add" if "FUSED_ADD=True" in r["key"] else ""
+        lines.append(f"| {r['kernel'].lstrip('_')} | {r['num_tokens']} | {r['num_seqs']} | {variant} | "
                      f"{format_config(r['default'])} | {r['default_us']:,.1f} | {format_config(r['tuned'])} | "
                      f"{r['tuned_us']:,.1f} | {r['default_us'] / r['tuned_us']:.2f}x | {r['configs_timed']} |")
     return "\n".join(lines)
