@@ -75,6 +75,7 @@ class CodeGen:
         self.live = affine.live_assigns(kernel, self.accesses)
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
+        self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
         self.total_refs = references(kernel.body)
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
@@ -273,7 +274,10 @@ class CodeGen:
             rhs, rhs_varying = memory.atomic_add(self, s)
         else:
             rhs = self.expr(s)
+        private = id(s) in self.private_inits
         self.assign_to(s.dst, rhs, rhs_varying, rhs_py)
+        if private:  # an in-place accumulator starts as its own copy
+            self.emit(f"{self.name(s.dst)} = {self.name(s.dst)}.clone()")
 
     def emit_store(self, s: ir.Store) -> None:
         memory.store(self, s)
@@ -401,7 +405,8 @@ class CodeGen:
             return self.reduce(s)
         if op == "dot":
             acc = self.val(args[2]) if len(args) == 3 else "None"
-            return f"rt.dot({self.val(args[0])}, {self.val(args[1])}, {acc}, {torch_dtype(t.dtype)})"
+            inplace = ", inplace=True" if id(s) in self.inplace_dots else ""
+            return f"rt.dot({self.val(args[0])}, {self.val(args[1])}, {acc}, {torch_dtype(t.dtype)}{inplace})"
         raise NotImplementedError(f"cpu backend: op {op!r}")
 
     def cast(self, a: ir.Operand, t: ir.BlockType) -> str:

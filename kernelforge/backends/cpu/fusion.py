@@ -1,4 +1,6 @@
-"""Store fusion: compute a stored value straight into the destination.
+"""Store fusion and in-place accumulators: fewer temporaries and copies.
+
+Store fusion computes a stored value straight into the destination.
 
 `y = a / b; store(out + offs, y)` would allocate `y` and copy it into `out`. When the
 store is affine and, at run time, writes every lane of one in-bounds view
@@ -9,6 +11,11 @@ A pair qualifies when the value is a single-use temporary defined earlier in the
 block by an op that has an `out=` form, nothing between them touches memory or
 reassigns the op's operands, and the value is per-program (its grid axis lines up with
 the view's).
+
+An accumulator (`acc = kl.dot(a, b, acc)` in a loop) is updated in place by
+`baddbmm_` when nothing else can hold its tensor: it is assigned only by its
+initialisation (which is then copied once, so no constant or argument is shared) and
+by copies of dot results that feed it, and it is not merged by predication.
 """
 
 from __future__ import annotations
@@ -85,3 +92,55 @@ def out_call(gen: "CodeGen", s: ir.Assign, target: str) -> str:
     fn = _BINARY.get(s.op) or _UNARY[s.op]
     args = ", ".join(gen.val(a, rank) for a in s.args)
     return f"{fn}({args}, out={target})"
+
+
+# Ops whose result may share its operand's tensor (a same-dtype cast is a copy by name only).
+_VIEWS = {"cast", "broadcast_to", "expand_dims", "reshape", "trans"}
+
+
+def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[int], set[int]]:
+    """Variables that may be accumulated in place, `id()`s of the dots that may do it, and
+    of the initialisations that must copy."""
+    merged = {v for names in facts.merges.values() for v in names}
+    refs = references(kernel.body)
+    candidates: dict[str, list[int]] = {}
+    rejected: set[str] = set()
+    inits: dict[str, int] = {}
+    dot_ids: set[int] = set()
+
+    def visit(block: ir.Block) -> None:
+        stmts = block.stmts
+        for pos, st in enumerate(stmts):
+            if isinstance(st, ir.For):
+                visit(st.body)
+            elif isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif isinstance(st, ir.Assign) and st.op == "dot" and len(st.args) == 3:
+                acc = st.args[2]
+                nxt = stmts[pos + 1] if pos + 1 < len(stmts) else None
+                if isinstance(acc, ir.Var) and st.dst.name == acc.name:  # acc = dot(a, b, acc)
+                    candidates.setdefault(acc.name, []).append(id(st))
+                    dot_ids.add(id(st))
+                elif (isinstance(acc, ir.Var) and isinstance(nxt, ir.Assign) and nxt.op == "cast"
+                        and nxt.dst.name == acc.name and isinstance(nxt.args[0], ir.Var)
+                        and nxt.args[0].name == st.dst.name and refs[st.dst.name] == 2
+                        and acc.type == st.dst.type):
+                    candidates.setdefault(acc.name, []).extend((id(st), id(nxt)))
+                    dot_ids.add(id(st))
+
+    visit(kernel.body)
+    for st in ir.walk(kernel.body):
+        if not isinstance(st, ir.Assign):
+            continue
+        if st.dst.name in candidates and id(st) not in candidates[st.dst.name]:
+            if st.dst.name in inits:
+                rejected.add(st.dst.name)
+            inits[st.dst.name] = id(st)
+        if st.op in _VIEWS and isinstance(st.args[0], ir.Var) and (
+                st.op != "cast" or st.args[0].type.dtype == st.dst.type.dtype) and id(st) not in {
+                i for ids in candidates.values() for i in ids}:
+            rejected.add(st.args[0].name)  # another variable may share the tensor
+    names = {n for n in candidates if n not in rejected and n not in merged and n in inits}
+    dots = {i for n in names for i in candidates[n] if i in dot_ids}
+    return names, dots, {inits[n] for n in names}

@@ -217,16 +217,22 @@ def atomic_add(flat_t: torch.Tensor, offs: Value, value: Value, mask: Value | No
     return old
 
 
-def dot(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    """`dot` with fp32 accumulation for 16-bit floats and int32 for int8, like Triton."""
+def dot(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor | None, out_dtype: torch.dtype,
+        inplace: bool = False) -> torch.Tensor:
+    """`dot` with fp32 accumulation for 16-bit floats and int32 for int8, like Triton.
+
+    `inplace`: `acc` is a private accumulator (see `fusion.find_accumulators`) that may
+    be updated in place, saving a copy of it per call.
+    """
     if a.dtype in (torch.float16, torch.bfloat16):
         a, b = a.float(), b.float()
     elif a.dtype == torch.int8:
         a, b = a.to(torch.int32), b.to(torch.int32)
     if acc is not None and a.dim() == 3 and b.dim() == 3 and acc.dim() == 3 and acc.dtype == a.dtype:
+        if inplace and acc.shape == (a.shape[0], a.shape[1], b.shape[2]):
+            return acc.baddbmm_(a, b)
         return torch.baddbmm(acc, a, b)
     out = torch.matmul(a, b)
     if acc is not None:
         out = out + acc
     return out if out.dtype == out_dtype else out.to(out_dtype)
-

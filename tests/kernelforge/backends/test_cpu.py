@@ -216,14 +216,15 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
     a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
     acc = kl.zeros((BM, BN), dtype=kl.float32)
-    for k in range(0, (K + BK - 1) // BK):
+    for k in range(0, kl.cdiv(K, BK)):
         a = kl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < K - k * BK), other=0.0)
         b = kl.load(b_ptrs, mask=(offs_k[:, None] < K - k * BK) & (offs_n[None, :] < N), other=0.0)
         acc = kl.dot(a, b, acc)
         a_ptrs += BK * stride_ak
         b_ptrs += BK * stride_bk
+    c = acc.to(c_ptr.dtype.element_ty)
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    kl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, acc, mask=mask)  # casts
+    kl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, c, mask=mask)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -523,3 +524,26 @@ def test_compiled_regions_match_eager(monkeypatch):
     torch.testing.assert_close(out, torch.softmax(x, dim=-1))
     launch((4, 1, 1), [out, x, 100, 100, 100])  # another grid size reuses the dynamic graph
     torch.testing.assert_close(out[:4], torch.softmax(x[:4], dim=-1))
+
+
+@kf.jit
+def accumulate_kernel(a_ptr, b_ptr, out_ptr, prev_ptr, steps, N: kl.constexpr):
+    r = kl.arange(0, N)
+    tile = r[:, None] * N + r[None, :]
+    acc = kl.zeros((N, N), dtype=kl.float32)
+    prev = acc
+    for _ in range(0, steps):
+        prev = acc  # must keep the value from before the in-place update
+        acc = kl.dot(kl.load(a_ptr + tile), kl.load(b_ptr + tile), acc)
+    kl.store(out_ptr + kl.program_id(0) * N * N + tile, acc)
+    kl.store(prev_ptr + kl.program_id(0) * N * N + tile, prev)
+
+
+def test_accumulator_shared_with_another_variable_is_not_updated_in_place():
+    a, b = torch.randn(16, 16), torch.randn(16, 16)
+    out, prev = torch.empty(2, 16, 16), torch.empty(2, 16, 16)
+    accumulate_kernel[(2,)](a, b, out, prev, 3, N=16)
+    torch.testing.assert_close(out, (3 * (a @ b)).expand(2, 16, 16), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prev, (2 * (a @ b)).expand(2, 16, 16), rtol=1e-4, atol=1e-4)
+    accumulate_kernel[(2,)](a, b, out, prev, 1, N=16)  # the zero constant must be intact
+    torch.testing.assert_close(prev, torch.zeros(2, 16, 16))
