@@ -156,3 +156,36 @@ def test_measure_times_afresh_and_scores_bad_configs_infinite(fake_target, make_
     assert times[Config(BLOCK=3)] == times[Config(BLOCK=7)] == math.inf
     assert 0 < times[Config(BLOCK=16)] < math.inf and 0 < times[Config(BLOCK=32)] < math.inf
     assert AutotuneCache().entries() == []
+
+
+def test_event_timer_flushes_syncs_and_converts_milliseconds():
+    from autotune.benchmarking import _EventTimer
+
+    log = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.name = f"event{len([e for e in log if e.startswith('new')])}"
+            log.append("new")
+
+        def record(self):
+            log.append(f"record {self.name}")
+
+        def elapsed_time(self, end):
+            return 2.5  # milliseconds, as CUDA and NPU events report
+
+    class Device:
+        Event = FakeEvent
+
+        @staticmethod
+        def synchronize():
+            log.append("sync")
+
+    timer = _EventTimer(torch.device("cpu"), Device)
+    timer.flush_buffer.fill_(7)
+    assert timer.time_once(lambda: log.append("run")) == 0.0025
+    assert int(timer.flush_buffer.max()) == 0  # L2 flushed by overwriting the buffer
+    assert log == ["new", "new", "sync", "record event0", "run", "record event1", "sync"]
+    assert timer.summarize([3.0, 1.0, 2.0]) == 2.0
+    assert CPUTimer().summarize([3.0, 1.0, 2.0]) == 1.0
