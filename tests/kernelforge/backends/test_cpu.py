@@ -547,3 +547,36 @@ def test_accumulator_shared_with_another_variable_is_not_updated_in_place():
     torch.testing.assert_close(prev, (2 * (a @ b)).expand(2, 16, 16), rtol=1e-4, atol=1e-4)
     accumulate_kernel[(2,)](a, b, out, prev, 1, N=16)  # the zero constant must be intact
     torch.testing.assert_close(prev, torch.zeros(2, 16, 16))
+
+
+@kf.jit
+def embedding_kernel(table_ptr, ids_ptr, lens_ptr, out_ptr, n_ids, dim, stride,
+                     BLOCK_T: kl.constexpr, BLOCK_D: kl.constexpr):
+    offs_t = kl.program_id(0) * BLOCK_T + kl.arange(0, BLOCK_T)
+    cols = kl.arange(0, BLOCK_D)
+    ids = kl.load(ids_ptr + offs_t, mask=offs_t < n_ids, other=-1)
+    lens = kl.load(lens_ptr + offs_t, mask=offs_t < n_ids, other=0)
+    mask = (ids >= 0)[:, None] & (cols < dim)[None, :] & (cols[None, :] < lens[:, None])
+    rows = kl.load(table_ptr + ids[:, None] * stride + cols[None, :], mask=mask, other=-7.0)
+    kl.store(out_ptr + offs_t[:, None] * BLOCK_D + cols[None, :], rows, mask=(offs_t < n_ids)[:, None])
+
+
+@pytest.mark.parametrize("dim", [12, 16])  # 16: rows overlap the next; the last one runs off the end
+@pytest.mark.parametrize("last_row", [False, True])
+def test_row_gather_with_data_dependent_rows_and_lengths(last_row, dim):
+    vocab, stride = 50, 12
+    table = torch.randn(vocab, stride)
+    ids = torch.tensor([3, -1, 49 if last_row else 7, 0, 12], dtype=torch.int32)
+    lens = torch.tensor([12, 5, 12 if dim == 12 else 10, 0, 16], dtype=torch.int32)
+    out = torch.empty(5, 16)
+    src = embedding_kernel.source("cpu", table_ptr="*fp32", ids_ptr="*i32", lens_ptr="*i32", out_ptr="*fp32",
+                                  BLOCK_T=4, BLOCK_D=16)
+    assert "views.load_rows" in src
+    embedding_kernel[(2,)](table, ids, lens, out, 5, dim, stride, BLOCK_T=4, BLOCK_D=16)
+    want = torch.full((5, 16), -7.0)
+    flat = table.view(-1)
+    for t, (i, n) in enumerate(zip(ids.tolist(), lens.tolist())):
+        if i >= 0:
+            k = min(n, dim)
+            want[t, :k] = flat[i * stride:i * stride + k]
+    torch.testing.assert_close(out, want)
