@@ -177,14 +177,16 @@ class Tuner:
                       entry.key, entry.key_fields)
         default = autotuned.default_config(launch)
         candidates = [default, *autotuned.configs(launch)]
-        runner = _Runner(launch, self.effort)
+        runner: _Runner | None = None  # copies the arguments: only made once something needs timing
         deadline = time.monotonic() + self.effort.budget_s
 
         def evaluate(config: Config) -> float:
+            nonlocal runner
             known = entry.time_of(config)
             if known is not None:
                 return known
-            if runner.reference is None:
+            if runner is None:
+                runner = _Runner(launch, self.effort)
                 runner.set_reference(default)
             seconds, failure = runner.measure(config)
             log.debug("%s %s %s: %s", autotuned.name, entry.key, config, failure or f"{seconds * 1e6:.1f} us")
