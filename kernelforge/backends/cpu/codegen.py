@@ -76,6 +76,7 @@ class CodeGen:
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
         self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
+        self.inplace = fusion.find_inplace(kernel, self.facts)
         self.total_refs = references(kernel.body)
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
@@ -339,6 +340,8 @@ class CodeGen:
 
     def expr(self, s: ir.Assign) -> str:
         op, args, t = s.op, s.args, s.dst.type
+        if id(s) in self.inplace:  # the first operand is a dead temporary: reuse its buffer
+            return fusion.out_call(self, s, self.val(args[0]))
         rank = len(t.shape)
         if op in _BINARY:
             return f"{self.val(args[0], rank)} {_BINARY[op]} {self.val(args[1], rank)}"

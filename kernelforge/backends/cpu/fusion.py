@@ -144,3 +144,40 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
     names = {n for n in candidates if n not in rejected and n not in merged and n in inits}
     dots = {i for n in names for i in candidates[n] if i in dot_ids}
     return names, dots, {inits[n] for n in names}
+
+
+# Ops whose result is a fresh tensor of its own (never a view of an operand or argument).
+_FRESH = set(_BINARY) | set(_UNARY) | {"where", "sum", "max", "min", "argmax", "dot"}
+
+
+def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
+    """`id()`s of elementwise ops that may overwrite their first operand.
+
+    The operand must be a temporary read only here, defined by an op that returns a
+    fresh tensor, in the same block (so neither runs more often than the other), with
+    the result's dtype and per-program layout: reusing its buffer then saves an
+    allocation, which for large blocks is mostly page faults.
+    """
+    refs = references(kernel.body)
+    out: set[int] = set()
+
+    def visit(block: ir.Block) -> None:
+        defs: dict[str, ir.Assign] = {}
+        for st in block.stmts:
+            if isinstance(st, ir.For):
+                visit(st.body)
+            elif isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif isinstance(st, ir.Assign):
+                a = st.args[0] if st.args else None
+                d = defs.get(a.name) if isinstance(a, ir.Var) else None
+                if (d is not None and _has_out_form(st, facts) and st.op != "cast" and refs[a.name] == 2
+                        and a.type == st.dst.type and facts.is_varying(a) == facts.is_varying(st.dst)
+                        and d.op in _FRESH and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args)
+                                                or d.op == "dot")):
+                    out.add(id(st))
+                defs[st.dst.name] = st
+
+    visit(kernel.body)
+    return out
