@@ -9,7 +9,9 @@ For one `Launch` (an Autotuned kernel with real arguments) the tuner
    then its outputs are compared with the reference), then timed: warm-up, repeated runs
    with the mutated arguments restored between runs outside the timing, summarised by
    the device's timer (median of device events; fastest run on a shared CPU);
-4. stores the new timings in the cache, including failures (scored as infinite).
+4. re-times the default and the fastest few head to head, interleaved, so that a
+   config replaces the default only if it wins in the same rounds;
+5. stores the new timings in the cache, including failures (scored as infinite).
 
 A candidate that raises anything while compiling or running - `kf.CompilationError`,
 an NPU on-chip buffer overflow, a launcher fault - or that computes a different result
@@ -43,6 +45,10 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (1e-2, 1e-2),
     torch.bfloat16: (3e-2, 3e-2),
 }
+
+
+# How many of the search's fastest configs are re-timed head to head with the default.
+CONFIRM_FINALISTS = 3
 
 
 class TuneError(RuntimeError):
@@ -115,6 +121,13 @@ class _Runner:
             return math.inf, _reason(exc)
         return self.timer.summarize(samples), None
 
+    def head_to_head(self, configs: list[Config]) -> dict[Config, float]:
+        """Seconds of `configs` (all known to pass `check`) timed interleaved, round by round."""
+        samples = interleaved({c: functools.partial(self.launch.run, c) for c in configs}, self.timer,
+                              setup=self.restore, warmup=self.effort.warmup, reps=self.effort.reps,
+                              max_seconds=self.effort.per_config_s * max(1, len(configs)))
+        return {c: self.timer.summarize(s) for c, s in samples.items()}
+
     def _mismatch(self, outputs: dict[str, torch.Tensor]) -> str | None:
         """Why `outputs` differ from the reference beyond the dtype's tolerance, or None."""
         assert self.reference is not None
@@ -154,13 +167,30 @@ class Tuner:
         the noisy timings a search picked its winner by."""
         runner = _Runner(launch, self.effort)
         runner.set_reference(launch.autotuned.default_config(launch))
-        times = {config: math.inf for config in configs}
         valid = [config for config in dict.fromkeys(configs) if runner.check(config) is None]
-        samples = interleaved({c: functools.partial(runner.launch.run, c) for c in valid}, runner.timer,
-                              setup=runner.restore, warmup=self.effort.warmup, reps=self.effort.reps,
-                              max_seconds=self.effort.per_config_s * max(1, len(valid)))
-        times.update({c: runner.timer.summarize(s) for c, s in samples.items()})
-        return times
+        return {config: math.inf for config in configs} | runner.head_to_head(valid)
+
+    def _confirm(self, runner: _Runner, entry: Entry, fresh: Entry, default: Config,
+                 candidates: list[Config]) -> None:
+        """Re-time the default and the fastest few configs head to head, and keep those times.
+
+        The search timed configs one after another, so load that changed in between (a
+        shared machine) can crown a config that is not faster; timing the finalists
+        interleaved makes the default lose only to a config that beats it in the same rounds.
+        Runs only when this call's timing crowned a new winner over the default, so a key
+        whose winner is unchanged (e.g. one config added, and slower) re-times nothing more.
+        """
+        best = entry.best(among=candidates)
+        if best is None or best[0] == default or best[0].to_json() not in fresh.timings:
+            return
+        if not math.isfinite(entry.time_of(default) or math.inf):
+            return
+        timed = sorted((t, i) for i, c in enumerate(candidates)
+                       if (t := entry.time_of(c)) is not None and math.isfinite(t))
+        finalists = list(dict.fromkeys([default, *(candidates[i] for _, i in timed[:CONFIRM_FINALISTS])]))
+        for config, seconds in runner.head_to_head(finalists).items():
+            entry.set_time(config, seconds)
+            fresh.set_time(config, seconds)
 
     def entry_for(self, launch: Launch) -> Entry:
         """The cached entry for this launch's key, or a new empty one."""
@@ -176,7 +206,7 @@ class Tuner:
         fresh = Entry(entry.kernel, entry.source_hash, entry.backend, entry.device, entry.versions,
                       entry.key, entry.key_fields)
         default = autotuned.default_config(launch)
-        candidates = [default, *autotuned.configs(launch)]
+        candidates = list(dict.fromkeys([default, *autotuned.configs(launch)]))
         runner: _Runner | None = None  # copies the arguments: only made once something needs timing
         deadline = time.monotonic() + self.effort.budget_s
 
@@ -200,6 +230,8 @@ class Tuner:
             else:
                 algorithm = get_search(self.search)(candidates, default, seed=self.seed)
                 algorithm.run(evaluate, lambda: time.monotonic() > deadline)
+                if runner is not None:
+                    self._confirm(runner, entry, fresh, default, candidates)
         finally:
             if fresh.timings:
                 self.cache.store([fresh])

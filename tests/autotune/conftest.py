@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from typing import Any, Callable
 
 import pytest
@@ -55,6 +56,25 @@ def fake_target(monkeypatch):
     import autotune.target
 
     monkeypatch.setattr(autotune.target, "_device_name", lambda backend: f"test-{backend}")
+
+
+@pytest.fixture
+def make_sleepy(fake_jit):
+    """A kernel (out = 2 * x) whose configs cost `cost(BLOCK, nth_call_of_that_BLOCK)` seconds,
+    so tests can decide which config wins, and when."""
+    def make(cost, configs=(16, 32)):
+        calls: dict[int, int] = {}
+
+        def sleepy_kernel(out, x, n, BLOCK):
+            calls[BLOCK] = calls.get(BLOCK, 0) + 1
+            time.sleep(cost(BLOCK, calls[BLOCK]))
+            out.copy_(x * 2)
+
+        jit = fake_jit(sleepy_kernel, source_hash="sleepy")
+        at = autotuning.autotune(configs=[autotuning.Config(BLOCK=b) for b in configs], key=["n"],
+                                 outputs=["out"])(jit)
+        return jit, at
+    return make
 
 
 @pytest.fixture

@@ -31,16 +31,39 @@ def _ident(launch):
     return library_versions(), launch.key
 
 
-def test_adding_one_config_re_times_only_that_config(fake_target, make_scale, capture_one):
-    jit, at = make_scale(configs=(16, 32))
+def test_adding_one_config_re_times_only_that_config(fake_target, make_sleepy, capture_one):
+    costs = {16: 0.001, 32: 0.002, 64: 0.004}
+    _, at = make_sleepy(lambda b, n: costs[b], configs=(16, 32))
     Tuner(search="exhaustive").tune(capture_one(at))
-    jit2, at2 = make_scale(configs=(16, 32, 64))
+    jit2, at2 = make_sleepy(lambda b, n: costs[b], configs=(16, 32, 64))
     launch = capture_one(at2)
     before = len(jit2.calls)
     result = Tuner(search="exhaustive").tune(launch)
-    assert result.timed == 1
+    assert result.timed == 1 and result.best == Config(BLOCK=16)
     blocks = [c["BLOCK"] for c in jit2.calls[before:]]
     assert blocks[0] == 16 and set(blocks[1:]) == {64}  # one reference run of the default, then 64 only
+
+
+def test_a_new_winner_is_confirmed_head_to_head_with_the_default(fake_target, make_sleepy, capture_one):
+    costs = {16: 0.003, 32: 0.004, 64: 0.0005}
+    _, at = make_sleepy(lambda b, n: costs[b], configs=(16, 32))
+    Tuner(search="exhaustive").tune(capture_one(at))
+    jit2, at2 = make_sleepy(lambda b, n: costs[b], configs=(16, 32, 64))
+    launch = capture_one(at2)
+    before = len(jit2.calls)
+    result = Tuner(search="exhaustive").tune(launch)
+    assert result.best == Config(BLOCK=64)
+    blocks = [c["BLOCK"] for c in jit2.calls[before:]]
+    rounds = blocks[blocks.index(16, 1):]  # after the reference run and 64's own timing
+    assert rounds[:6] == [16, 64, 32] * 2  # finalists interleaved, the default first
+
+
+def test_a_winner_that_loses_head_to_head_does_not_replace_the_default(fake_target, make_sleepy, capture_one):
+    # BLOCK=32 is fast while the search times it, then slow: a load spike that flattered it
+    _, at = make_sleepy(lambda b, n: 0.002 if b == 16 else (0.0005 if n <= 12 else 0.004))
+    result = Tuner(search="exhaustive").tune(capture_one(at))
+    assert result.best == Config(BLOCK=16)
+    assert result.best_time < AutotuneCache().entries()[0].time_of(Config(BLOCK=32))
 
 
 def test_fully_cached_key_runs_nothing(fake_target, make_scale, capture_one):
