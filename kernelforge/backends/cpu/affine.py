@@ -19,7 +19,7 @@ time prove "all lanes on" from the form's maximum, or clip a view to the valid b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kernelforge import ir
 from kernelforge.backends.cpu.analysis import Facts, assigned, operand_names

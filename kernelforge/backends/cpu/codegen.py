@@ -17,7 +17,6 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
-import torch
 
 from kernelforge import ir
 from kernelforge.backends.cpu import affine, fusion, memory, predication, regions

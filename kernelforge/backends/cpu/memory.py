@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kernelforge import ir
 from kernelforge.backends.cpu import fusion
-from kernelforge.backends.cpu.affine import Form, MaskForm, Poly
+from kernelforge.backends.cpu.affine import Access, Form, MaskForm, Poly
 
 if TYPE_CHECKING:
     from kernelforge.backends.cpu.codegen import CodeGen
@@ -50,7 +50,7 @@ def dyn_expr(gen: "CodeGen", f: Form) -> str:
     return "(" + "".join(p + ", " for p in parts).rstrip(" ") + ")"
 
 
-def _rows_load(gen: "CodeGen", s: ir.Assign, acc, other: ir.Operand | None, active: str | None) -> tuple[str, bool]:
+def _rows_load(gen: "CodeGen", s: ir.Assign, acc: Access, other: ir.Operand | None) -> tuple[str, bool]:
     """A row gather (`views.load_rows`): per-row data-dependent starts, affine inner run."""
     ptr = s.args[0]
     mask = acc.mask
@@ -121,7 +121,7 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
         return f"rt.gather({flat}, {gen.val(ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
                f"{other_v}{extra})", varying
     if acc.rows is not None:
-        return _rows_load(gen, s, acc, other, active)
+        return _rows_load(gen, s, acc, other)
     copy = ", copy=True" if ptr.root in gen.written_roots else ""
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""

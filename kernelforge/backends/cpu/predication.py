@@ -125,7 +125,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.depth -= 1
     gen.body_block(s.body, mask)
 
-    carried = [v for v in merges]
+    carried = list(merges)
     reads = _varying_reads(gen, s, defined_before) - set(carried)
     if gen.facts.divergent_return:
         carried = carried + ["alive"]

@@ -170,9 +170,8 @@ def _plan_load(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff
     if view is None:
         return ("gather", conds)
     if box is None:
-        return ("view", view, None, conds)
-    pads = tuple(p for s, k in zip(reversed(shape), reversed(box)) for p in (0, s - k))
-    return ("view", view, pads if any(pads) else None, ())
+        return ("view", view, False, conds)
+    return ("view", view, tuple(box) != tuple(shape), ())
 
 
 def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff] = (),
@@ -192,9 +191,9 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
         return torch.full(((P.G,) if any(aff[1]) else ()) + shape, other, dtype=t.dtype)
     if kind == "gather":
         return gather(flat(t), values(P, aff, shape), _and(mask, conds_mask(P, plan[1], shape), active), other)
-    _, view_plan, pads, rest = plan
+    _, view_plan, trimmed, rest = plan
     view = _view(t, P, view_plan)
-    if pads is not None:
+    if trimmed:
         return _padded(view, shape, other)
     m = _and(mask, conds_mask(P, rest, shape), active)
     if m is None:
