@@ -77,7 +77,8 @@ def main() -> None:
     print(table(rows))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "python": platform.python_version(), "rows": rows}, indent=2))
+    meta = {"machine": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {out}")
 
 

@@ -106,7 +106,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
 def _is_bulky(name: str) -> bool:
     """Per-token tokenizer arrays: slow to materialise and only needed by the tokenizer converter."""
-    return name in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+    return name.removeprefix("tokenizer.ggml.") in ("tokens", "merges", "token_type", "scores")
 
 
 def gguf_to_hf_config(metadata: dict[str, Any], tensor_names: set[str], num_tokens: int) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def gguf_to_hf_config(metadata: dict[str, Any], tensor_names: set[str], num_toke
 
 
 def hf_tensor_name(gguf_name: str) -> str:
-    """llama.cpp tensor name -> transformers parameter name, e.g. blk.3.attn_q.weight -> model.layers.3.self_attn.q_proj.weight."""
+    """llama.cpp tensor name -> transformers name: blk.3.attn_q.weight -> model.layers.3.self_attn.q_proj.weight."""
     stem, _, kind = gguf_name.rpartition(".")
     if stem in _GLOBAL_NAMES:
         return f"{_GLOBAL_NAMES[stem]}.{kind}"

@@ -19,12 +19,13 @@ CHATS = [
     ],
 ]
 DECODE_STEPS = 8
-GREEDY_TOKENS = 16
+GREEDY_TOKENS = 12
 ATOL, RTOL = 2e-3, 1e-3
 
 
 def prompt_ids(tokenizer, chat) -> list[int]:
-    return list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    encoded = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(encoded["input_ids"])
 
 
 def greedy_reference(reference_model, ids: list[int], new_tokens: int) -> list[int]:

@@ -111,10 +111,12 @@ def test_step_without_sampled_tokens_still_fills_the_cache(tmp_path):
     ids = random_sequences(reference.config.vocab_size, (20,))[0]
     runner = PagedRunner(model, 1, 32)
     positions, attn = runner.metadata({0: 12})
-    logits = model.forward(torch.tensor(ids[:12]), positions, attn, runner.kv_caches, torch.tensor([], dtype=torch.int64))
+    no_samples = torch.tensor([], dtype=torch.int64)
+    logits = model.forward(torch.tensor(ids[:12]), positions, attn, runner.kv_caches, no_samples)
     assert logits.shape == (0, reference.config.vocab_size) and logits.dtype == torch.float32
     runner.cached[0] = 12
-    torch.testing.assert_close(runner.step({0: ids[12:]})[0], reference_logits(reference, ids)[-1], atol=1e-4, rtol=1e-4)
+    expected = reference_logits(reference, ids)[-1]
+    torch.testing.assert_close(runner.step({0: ids[12:]})[0], expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ def _gguf_names(config) -> list[tuple[str, str]]:
     if not config.tie_word_embeddings:
         names.append(("output.weight", "lm_head.weight"))
     for i in range(config.num_hidden_layers):
-        for stem in ("attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+        for stem in sorted(_HF_NAMES.keys() - {"token_embd", "output", "output_norm"}):
             names.append((f"blk.{i}.{stem}.weight", f"model.layers.{i}.{_HF_NAMES[stem]}.weight"))
         if config.model_type == "qwen2":
             for stem in ("attn_q", "attn_k", "attn_v"):
