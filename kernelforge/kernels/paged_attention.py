@@ -25,7 +25,9 @@ tiles that run as separate work items and write their (m, l, acc) partials;
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -33,22 +35,14 @@ from torch import Tensor
 import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
+from kernelforge.backends import npu_rules
 from kernelforge.kernels import validation
 from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend, persistent
 
-# Live bytes one program may hold on an Ascend NPU (192 KB UB, halved by double buffering).
-UB_BUDGET = 96 * 1024
 MAX_SEGMENTS = 16
 # Elements of one K (or V) tile across all programs of a CPU launch: 4M keeps the int64
 # offsets of a tile at 32 MB.
 CPU_TILE_ELEMENTS = 1 << 22
-
-
-def ub_bytes(block_m: int, tile: int, head_pad: int, itemsize: int) -> int:
-    """Estimated live bytes of one program: Q, K and V tiles in the cache dtype; scores,
-    probabilities and the accumulator in fp32; per-key offsets in int64."""
-    return ((block_m + 2 * tile) * head_pad * itemsize + 2 * block_m * tile * 4
-            + block_m * head_pad * 4 + 3 * tile * 8)
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
@@ -61,19 +55,36 @@ def _geometry(args: dict, tile: int) -> kf.Config:
     return kf.Config(BLOCK_M=max(16, next_power_of_2(group)), TILE=tile)
 
 
-def _fits(args: dict, config: kf.Config) -> bool:
+def _fits(args: Mapping[str, Any], config: kf.Config) -> bool:
+    """Whether a config keeps one program inside the NPU's on-chip buffer, by the compiler's
+    own estimate (the CPU backend has no such limit)."""
     if on_cpu_backend(args["query_ptr"].device):
         return True
-    return ub_bytes(config["BLOCK_M"], config["TILE"], args["HEAD_PAD"], args["query_ptr"].element_size()) <= UB_BUDGET
+    constexprs = {n: args[n] for n in _paged_attention_kernel.fn.constexpr_names if n in args}
+    return _ub_peak(args["query_ptr"].dtype, tuple(sorted({**constexprs, **config}.items()))) <= npu_rules.ub_limit()
+
+
+@functools.lru_cache(maxsize=None)
+def _ub_peak(dtype: torch.dtype, constexprs: tuple) -> int:
+    """Peak live bytes of the attention kernel specialised for `dtype` and `constexprs`."""
+    fn = _paged_attention_kernel.fn
+    types = {n: "i32" for n in fn.runtime_names}
+    types.update(dict.fromkeys(("block_table_ptr", "cu_seqlens_q_ptr", "seqused_k_ptr"), "*i32"))
+    types.update(dict.fromkeys(("m_part_ptr", "l_part_ptr", "acc_part_ptr"), "*fp32"), scale="fp32")
+    types.update(dict.fromkeys(("out_ptr", "query_ptr", "key_cache_ptr", "value_cache_ptr"),
+                               "*" + {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]))
+    return npu_rules.estimate_ub(fn.specialize(types, dict(constexprs))).peak_bytes
 
 
 def _configs(args: dict) -> list[kf.Config]:
     tiles = (16, 32, 64, 128, 256, 512) if on_cpu_backend(args["query_ptr"].device) else (16, 32, 64, 128)
-    return [c for c in (_geometry(args, t) for t in tiles) if _fits(args, c)]
+    fitting = [c for c in (_geometry(args, t) for t in tiles) if _fits(args, c)]
+    return fitting or [_geometry(args, 16)]  # nothing fits: the compiler says why at launch
 
 
 def _default(args: dict) -> kf.Config:
-    """The largest tile that fits: up to 64 keys on NPU/GPU (within the UB budget). On the
+    """The largest tile that fits: up to 64 keys on NPU/GPU (within the UB budget; fp32 with
+    head size 256 fits none, the NPU then rejects the smallest with the compiler's error). On the
     CPU backend every tile is one round of batched torch ops over all programs, so a tile
     covers a segment's whole context (up to 256 keys) unless the batch's tiles together
     would pass CPU_TILE_ELEMENTS, which keeps the temporaries of a tile cache-sized."""
