@@ -20,8 +20,9 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class _Add:
     prompt: list[int]
     params: Any
     accepted: asyncio.Future
+    # Stamped when the request reaches us, so the engine's TTFT/E2E histograms include
+    # the wait for the engine thread to pick the request up between steps.
+    arrival_time: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -161,7 +165,8 @@ class AsyncEngine:
                 self.engine.abort_request(command.request_id)
             return
         try:
-            self.engine.add_request(command.request_id, command.prompt, command.params)
+            self.engine.add_request(command.request_id, command.prompt, command.params,
+                                    arrival_time=command.arrival_time)
         except Exception as exc:  # ValueError is bad input; anything else is still this request's
             self._call(_settle, command.accepted, exc)
             return
