@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from runtime.server import sse
 from runtime.server.context import Job, ServerContext
@@ -12,7 +13,7 @@ from runtime.server.errors import APIError, error_body
 from runtime.server.formatting import DeltaTracker, chat_logprobs
 from runtime.server.protocol import ChatCompletionRequest
 from runtime.server.responses import (ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse,
-                                      ChatDelta, ChatMessageOut, Usage, new_id, now)
+                                      ChatDelta, ChatLogprobs, ChatMessageOut, Usage, new_id, now)
 
 
 def prepare(ctx: ServerContext, req: ChatCompletionRequest) -> Job:
@@ -64,13 +65,14 @@ async def stream(ctx: ServerContext, req: ChatCompletionRequest, job: Job) -> As
     yield sse.DONE
 
 
-def _logprobs(ctx: ServerContext, req: ChatCompletionRequest, token_ids: list[int], logprobs: list | None):
+def _logprobs(ctx: ServerContext, req: ChatCompletionRequest, token_ids: list[int],
+              logprobs: list | None) -> ChatLogprobs | None:
     k = req.requested_logprobs()
     if k is None:
         return None
     return chat_logprobs(token_ids, logprobs or [], k, ctx.prompts.token_text)
 
 
-def _usage(job: Job, out) -> Usage:
+def _usage(job: Job, out: Any) -> Usage:
     completion = 0 if out is None else sum(len(c.token_ids) for c in out.outputs)
     return Usage.of(len(job[1]), completion)

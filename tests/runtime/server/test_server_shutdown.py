@@ -1,7 +1,6 @@
 """SIGTERM stops the server gracefully: in-flight streams finish, then the engine stops."""
 
 import signal
-import subprocess
 
 import httpx
 import pytest
