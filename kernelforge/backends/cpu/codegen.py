@@ -76,6 +76,8 @@ class CodeGen:
         self.deferred = {id(d) for d in self.fused.values()}
         self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
         self.inplace = fusion.find_inplace(kernel, self.facts)
+        self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace)
+        self.scratch_keys: list[str] = []
         self.total_refs = references(kernel.body)
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
@@ -341,6 +343,11 @@ class CodeGen:
         op, args, t = s.op, s.args, s.dst.type
         if id(s) in self.inplace:  # the first operand is a dead temporary: reuse its buffer
             return fusion.out_call(self, s, self.val(args[0]))
+        if id(s) in self.scratch:  # a once-per-launch temporary: reuse last launch's buffer
+            shape = ("P.G, " if self.varying(s.dst) else "") + "".join(f"{n}, " for n in t.shape)
+            key = f"{self.kernel.name}.{len(self.scratch_keys)}"
+            self.scratch_keys.append(key)
+            return fusion.out_call(self, s, f"rt.scratch({key!r}, ({shape.rstrip(', ')},), {torch_dtype(t.dtype)})")
         rank = len(t.shape)
         if op in _BINARY:
             return f"{self.val(args[0], rank)} {_BINARY[op]} {self.val(args[1], rank)}"

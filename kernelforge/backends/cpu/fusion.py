@@ -181,3 +181,34 @@ def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
 
     visit(kernel.body)
     return out
+
+
+def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int]) -> set[int]:
+    """`id()`s of ops outside loops whose single-use result may live in a reused buffer.
+
+    A fresh multi-megabyte temporary costs a page fault per 4 KiB on first touch, more
+    than the arithmetic. An op that runs once per launch (not inside a loop), whose result
+    is read once by an op that makes a new tensor of it (not a view), can write into a
+    buffer kept from the previous launch (`rt.scratch`): by then that value is dead.
+    """
+    refs = references(kernel.body)
+    readers: dict[str, str] = {}  # variable -> the op reading it ("store" for stores)
+    for st in ir.walk(kernel.body):
+        if isinstance(st, (ir.Assign, ir.Store)):
+            for n in operand_names(st):
+                readers[n] = st.op if isinstance(st, ir.Assign) else "store"
+    out: set[int] = set()
+
+    def visit(block: ir.Block) -> None:
+        for st in block.stmts:
+            if isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif (isinstance(st, ir.Assign) and id(st) not in inplace and _has_out_form(st, facts)
+                  and st.op != "cast" and refs[st.dst.name] == 2 and st.dst.name in readers
+                  and readers[st.dst.name] not in _VIEWS and st.dst.type.shape
+                  and facts.is_varying(st.dst) == any(facts.is_varying(a) for a in st.args)):
+                out.add(id(st))
+
+    visit(kernel.body)
+    return out

@@ -10,6 +10,7 @@ that are currently executing (all of them, or a compacted subset).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Sequence
 
 import torch
@@ -79,6 +80,21 @@ class Compaction:
         out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
         out[self.rows] = x
         return out
+
+
+_scratch = threading.local()
+
+
+def scratch(key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A buffer for a once-per-launch temporary, reused by the next launch on this thread
+    (`fusion.find_scratch` proves the previous value dead by then)."""
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    buf = buffers.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = buffers[key] = torch.empty(shape, dtype=dtype)
+    return buf
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:

@@ -580,3 +580,21 @@ def test_row_gather_with_data_dependent_rows_and_lengths(last_row, dim):
             k = min(n, dim)
             want[t, :k] = flat[i * stride:i * stride + k]
     torch.testing.assert_close(out, want)
+
+
+def test_reused_temporaries_are_private_to_each_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(seed: int) -> bool:
+        x = torch.randn(64, 100, generator=torch.Generator().manual_seed(seed))
+        out = torch.empty_like(x)
+        for _ in range(20):
+            softmax_kernel[(64,)](out, x, 100, 100, 100, BLOCK=128)
+            if not torch.allclose(out, torch.softmax(x, dim=-1), atol=1e-6):
+                return False
+        return True
+
+    src = softmax_kernel.source("cpu", out_ptr="*fp32", in_ptr="*fp32", BLOCK=128)
+    assert "rt.scratch(" in src
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(8)))
