@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 test: setup
-	$(PY) -m pytest -n 2 --timeout 1800 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --timeout 1800 --durations=25 $(PYTEST_ARGS)
 	$(MAKE) check-ascend
 
 test-fast: setup
