@@ -174,74 +174,77 @@ def _attend(
     q_start = kl.load(cu_seqlens_q_ptr + seq)
     q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
     q_block_start = (q_block - _first_q_block(q_start, seq, BLOCK_Q)) * BLOCK_Q
-    if q_block_start < q_len:
-        context_len = kl.load(seqused_k_ptr + seq)
-        token = q_block_start + row_token
-        row_valid = (row_token < BLOCK_Q) & (token < q_len)
-        head = kv_head * GROUP + row_head
-        q_mask = _with_feature_mask(row_valid, d_mask, HEAD_SIZE, HEAD_PAD)
-        q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
-                    + offs_d[None, :], mask=q_mask, other=0.0)
-        q_pos = context_len - q_len + token  # absolute position of each row's query token
-        # Keys this query block can see: up to its last token's position when causal,
-        # from its first token's window start when a sliding window is set.
-        kv_end = context_len
-        if CAUSAL:
-            kv_end = kl.minimum(context_len, context_len - q_len + q_block_start + BLOCK_Q)
-        kv_start = 0
-        if USE_WINDOW:
-            kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
-        num_tiles = (kv_end - kv_start + TILE - 1) // TILE
-        tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
-        seg_start = kv_start + segment * tiles_per_segment * TILE
-        seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
+    # A block number past its sequence's last block (slack numbers, padding tokens) has
+    # no valid row and an empty key range below, so it stores nothing. (Masks rather than
+    # an `if`, which the CPU backend would run under a per-program mask.)
+    has_rows = q_block_start < q_len
+    context_len = kl.load(seqused_k_ptr + seq)
+    token = q_block_start + row_token
+    row_valid = (row_token < BLOCK_Q) & (token < q_len)
+    head = kv_head * GROUP + row_head
+    q_mask = _with_feature_mask(row_valid, d_mask, HEAD_SIZE, HEAD_PAD)
+    q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
+                + offs_d[None, :], mask=q_mask, other=0.0)
+    q_pos = context_len - q_len + token  # absolute position of each row's query token
+    # Keys this query block can see: up to its last token's position when causal,
+    # from its first token's window start when a sliding window is set.
+    kv_end = context_len
+    if CAUSAL:
+        kv_end = kl.minimum(context_len, context_len - q_len + q_block_start + BLOCK_Q)
+    kv_start = 0
+    if USE_WINDOW:
+        kv_start = kl.maximum(0, context_len - q_len + q_block_start - window + 1) // TILE * TILE
+    num_tiles = (kv_end - kv_start + TILE - 1) // TILE
+    tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
+    seg_start = kv_start + segment * tiles_per_segment * TILE
+    seg_end = kl.where(has_rows, kl.minimum(kv_end, seg_start + tiles_per_segment * TILE), seg_start)
 
-        m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
-        l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
-        acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
-        for tile_start in range(seg_start, seg_end, TILE):
-            k_pos = tile_start + offs_t
-            k_valid = k_pos < seg_end
-            block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
-                            mask=k_valid, other=0).to(kl.int64)
-            slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
-            # K and V share one [TILE, HEAD_PAD] offset block.
-            kv_offsets = slot_off[:, None] + offs_d[None, :]
-            if HEAD_SIZE == HEAD_PAD:
-                # Unmasked: a position past the segment reads a real slot of the block the
-                # masked block-table load gave it (block 0), and its score is masked below.
-                # V rows there are zeroed, since stale cache memory may hold NaN and 0 * NaN
-                # would leak into the accumulator.
-                k = kl.load(key_cache_ptr + kv_offsets)
-                v = kl.where(k_valid[:, None], kl.load(value_cache_ptr + kv_offsets), 0.0)
-            else:
-                kv_mask = k_valid[:, None] & d_mask[None, :]
-                k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-                v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-            scores = kl.dot(q, kl.trans(k)) * scale
-            visible = k_valid[None, :] & row_valid[:, None]
-            if CAUSAL:
-                visible = visible & (k_pos[None, :] <= q_pos[:, None])
-            if USE_WINDOW:
-                visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
-            scores = kl.where(visible, scores, float("-inf"))
-            m_new = kl.maximum(m_i, kl.max(scores, axis=1))
-            m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
-            p = kl.exp(scores - m_safe[:, None])
-            alpha = kl.exp(m_i - m_safe)
-            l_i = l_i * alpha + kl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
-            m_i = m_new
-
-        if NUM_SEGMENTS == 1:
-            out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
-            kl.store(out_ptr + (q_start + token)[:, None] * out_stride_t + head[:, None] * out_stride_h
-                     + offs_d[None, :], out, mask=q_mask)
+    m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
+    l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
+    acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
+    for tile_start in range(seg_start, seg_end, TILE):
+        k_pos = tile_start + offs_t
+        k_valid = k_pos < seg_end
+        block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
+                        mask=k_valid, other=0).to(kl.int64)
+        slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
+        # K and V share one [TILE, HEAD_PAD] offset block.
+        kv_offsets = slot_off[:, None] + offs_d[None, :]
+        if HEAD_SIZE == HEAD_PAD:
+            # Unmasked: a position past the segment reads a real slot of the block the
+            # masked block-table load gave it (block 0), and its score is masked below.
+            # V rows there are zeroed, since stale cache memory may hold NaN and 0 * NaN
+            # would leak into the accumulator.
+            k = kl.load(key_cache_ptr + kv_offsets)
+            v = kl.where(k_valid[:, None], kl.load(value_cache_ptr + kv_offsets), 0.0)
         else:
-            part = ((q_start + token) * (num_kv_heads * GROUP) + head) * NUM_SEGMENTS + segment
-            kl.store(m_part_ptr + part, m_i, mask=row_valid)
-            kl.store(l_part_ptr + part, l_i, mask=row_valid)
-            kl.store(acc_part_ptr + part[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_valid[:, None])
+            kv_mask = k_valid[:, None] & d_mask[None, :]
+            k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+        scores = kl.dot(q, kl.trans(k)) * scale
+        visible = k_valid[None, :] & row_valid[:, None]
+        if CAUSAL:
+            visible = visible & (k_pos[None, :] <= q_pos[:, None])
+        if USE_WINDOW:
+            visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
+        scores = kl.where(visible, scores, float("-inf"))
+        m_new = kl.maximum(m_i, kl.max(scores, axis=1))
+        m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+        p = kl.exp(scores - m_safe[:, None])
+        alpha = kl.exp(m_i - m_safe)
+        l_i = l_i * alpha + kl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    if NUM_SEGMENTS == 1:
+        out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        kl.store(out_ptr + (q_start + token)[:, None] * out_stride_t + head[:, None] * out_stride_h
+                 + offs_d[None, :], out, mask=q_mask)
+    else:
+        part = ((q_start + token) * (num_kv_heads * GROUP) + head) * NUM_SEGMENTS + segment
+        kl.store(m_part_ptr + part, m_i, mask=row_valid)
+        kl.store(l_part_ptr + part, l_i, mask=row_valid)
+        kl.store(acc_part_ptr + part[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_valid[:, None])
 
 
 @kf.autotune(configs=_configs, key=["num_tokens", "num_seqs", "max_seqlen_q", "max_seqlen_k", "num_kv_heads",
