@@ -55,18 +55,20 @@ class Run:
         return self.useful_tokens / self.seconds
 
 
-def make_workload(num_requests: int, vocab_size: int, seed: int) -> Workload:
+def make_workload(num_requests: int, vocab_size: int, seed: int, max_prompt_len: int = 300,
+                  max_output_len: int = 256) -> Workload:
     rng = random.Random(seed)
-    prompts = [[rng.randrange(100, vocab_size - 100) for _ in range(rng.randint(8, 300))]
+    prompts = [[rng.randrange(100, vocab_size - 100) for _ in range(rng.randint(8, max_prompt_len))]
                for _ in range(num_requests)]
-    return Workload(prompts, [rng.randint(4, 256) for _ in range(num_requests)])
+    return Workload(prompts, [rng.randint(4, max_output_len) for _ in range(num_requests)])
 
 
 def run_llm(model, tokenizer, work: Workload, max_num_seqs: int, max_num_batched_tokens: int) -> Run:
     from runtime import LLM, SamplingParams
     from runtime.engine import EngineArgs, LLMEngine
 
-    args = EngineArgs(max_model_len=600, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    max_len = max(len(p) for p in work.prompts) + max(work.output_lens)
+    args = EngineArgs(max_model_len=max_len, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
     llm = LLM.from_engine(LLMEngine(args, model=model, tokenizer=tokenizer))
     params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in work.output_lens]
     prompts = [{"prompt_token_ids": p} for p in work.prompts]
@@ -124,6 +126,8 @@ def plot(runs: list[Run], baseline: Run, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-requests", type=int, default=32)
+    parser.add_argument("--max-prompt-len", type=int, default=300, help="prompts are 8 to this many tokens")
+    parser.add_argument("--max-output-len", type=int, default=256, help="outputs are 4 to this many tokens")
     parser.add_argument("--sweep", type=int, nargs="+", default=[8, 16, 32, 64], help="max_num_seqs values")
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     from models import load_model
 
     model, tokenizer = load_model()
-    work = make_workload(args.num_requests, model.config.vocab_size, args.seed)
+    work = make_workload(args.num_requests, model.config.vocab_size, args.seed, args.max_prompt_len,
+                         args.max_output_len)
     print(f"{args.num_requests} requests, prompts {min(map(len, work.prompts))}-{max(map(len, work.prompts))} "
           f"tokens, outputs {min(work.output_lens)}-{max(work.output_lens)} tokens, "
           f"{work.useful_tokens} useful output tokens, {torch.get_num_threads()} threads")
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "num_requests": args.num_requests, "seed": args.seed, "threads": torch.get_num_threads(),
+            "num_requests": args.num_requests, "seed": args.seed, "max_prompt_len": args.max_prompt_len,
+            "max_output_len": args.max_output_len, "threads": torch.get_num_threads(),
             "max_num_batched_tokens": args.max_num_batched_tokens, "useful_tokens": work.useful_tokens,
             "runs": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in [*runs, baseline]],
             "best_ratio": best.tokens_per_s / baseline.tokens_per_s,
