@@ -27,7 +27,8 @@ def _default(args: dict) -> kf.Config:
 
 
 def _configs(args: dict) -> list[kf.Config]:
-    return [kf.Config(BLOCK=b) for b in pow2_between(128, _default(args)["BLOCK"])]
+    top = _default(args)["BLOCK"]
+    return [kf.Config(BLOCK=b) for b in pow2_between(min(128, top), top)]
 
 
 @kf.jit

@@ -23,13 +23,14 @@ from kernelforge.kernels.launch import flat_view, grid_size, persistent
 MAX_BLOCK = 2048
 
 
-def _configs(args: dict) -> list[kf.Config]:
-    return [kf.Config(BLOCK=b) for b in pow2_between(256, min(MAX_BLOCK, next_power_of_2(args["hidden"])))]
-
-
 def _default(args: dict) -> kf.Config:
     """One chunk per row when it fits the budget: fewest loop iterations on every backend."""
     return kf.Config(BLOCK=min(MAX_BLOCK, next_power_of_2(args["hidden"])))
+
+
+def _configs(args: dict) -> list[kf.Config]:
+    top = _default(args)["BLOCK"]
+    return [kf.Config(BLOCK=b) for b in pow2_between(min(256, top), top)]
 
 
 @kf.jit
