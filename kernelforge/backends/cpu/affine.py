@@ -336,7 +336,7 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
         if not f.dyn and (m is None or not any(c.dyn for c in m.conds)):
             # a view; a mask with tensor parts is then passed as the tensor it is
             out[id(s)] = Access(f, None if m is not None and m.tensors else m)
-        elif isinstance(s, ir.Assign) and (mask is None or m is not None):
+        elif (isinstance(s, ir.Store) or s.op == "load") and (mask is None or m is not None):
             inner = inner_start(f, m)
             if inner < len(f.shape):  # rows of at least one element along a block axis
                 out[id(s)] = Access(f, m, rows=inner)

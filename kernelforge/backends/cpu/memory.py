@@ -3,7 +3,8 @@
 Pointers are element offsets from the root parameter's first element, so memory
 accesses index `<param>_flat` (a 1-D view of the argument's memory). An access
 whose offsets have an affine form (`affine.py`) calls `views.load` /
-`views.store`, which use strided views when run-time checks allow; any other
+`views.store`, which use strided views when run-time checks allow, or
+`rows.load_rows` / `rows.store_rows` for data-dependent row starts; any other
 access gathers or scatters. Programs that are not running (predication) are masked
 off every access that could fault or write. Under `KF_SANITIZE=1` every access
 instead materialises its offsets and checks them (`sanitizer.py`).
@@ -50,18 +51,19 @@ def dyn_expr(gen: "CodeGen", f: Form) -> str:
     return "(" + "".join(p + ", " for p in parts).rstrip(" ") + ")"
 
 
-def _rows_load(gen: "CodeGen", s: ir.Assign, acc: Access, other: ir.Operand | None) -> tuple[str, bool]:
-    """A row gather (`views.load_rows`): per-row data-dependent starts, affine inner run."""
-    ptr = s.args[0]
+def _rows_args(gen: "CodeGen", ptr: ir.Operand, acc: Access, value: ir.Operand | None) -> tuple[list[str], str | None]:
+    """Arguments shared by `rows.load_rows` and `rows.store_rows`, and the active mask passed."""
     mask = acc.mask
     conds = mask.conds if mask is not None else ()
     dyn_names = {n for n, _ in acc.ptr.dyn} | {n for c in conds for n, _ in c.dyn} | {
         n for n, _ in (mask.tensors if mask is not None else ())}
     per_program = acc.ptr.gridded or any(c.gridded for c in conds) or any(
-        n in gen.facts.varying for n in dyn_names)
-    active = gen.mask if per_program else None
+        n in gen.facts.varying for n in dyn_names) or (value is not None and gen.varying(value))
+    active = gen.grid_mask(len(ptr.type.shape)) if value is not None else (gen.mask if per_program else None)
     args = [gen.name(ptr.root), "P", aff_expr(gen, acc.ptr), repr(tuple(ptr.type.shape)), str(acc.rows),
             str(per_program or active is not None)]
+    if value is not None:
+        args.append(gen.val(value, len(ptr.type.shape)))
     if acc.ptr.dyn:
         args.append(f"dyn={dyn_expr(gen, acc.ptr)}")
     if conds:
@@ -70,11 +72,25 @@ def _rows_load(gen: "CodeGen", s: ir.Assign, acc: Access, other: ir.Operand | No
     if mask is not None and mask.tensors:
         ms = [f"({gen.name(n)}, 1, {dims!r}, {n in gen.facts.varying})" for n, dims in mask.tensors]
         args.append("masks=(" + "".join(m + ", " for m in ms).rstrip(" ") + ")")
+    return args, active
+
+
+def _rows_load(gen: "CodeGen", s: ir.Assign, acc: Access, other: ir.Operand | None) -> tuple[str, bool]:
+    """A row gather (`rows.load_rows`): per-row data-dependent starts, affine inner run."""
+    args, active = _rows_args(gen, s.args[0], acc, None)
     if other is not None:
         args.append(f"other={gen.val(other)}")
     if active is not None:
         args.append(f"active={active}")
-    return f"views.load_rows({', '.join(args)})", per_program or active is not None
+    return f"rows.load_rows({', '.join(args)})", args[5] == "True"
+
+
+def _rows_store(gen: "CodeGen", s: ir.Store, acc: Access) -> None:
+    """A row scatter (`rows.store_rows`): whole rows of the programs and rows that are on."""
+    args, active = _rows_args(gen, s.ptr, acc, s.value)
+    if active is not None:
+        args.append(f"active={active}")
+    gen.emit(f"rows.store_rows({', '.join(args)})")
 
 
 def _mask_args(gen: "CodeGen", mask: ir.Operand | None, form: MaskForm | None) -> str:
@@ -138,6 +154,12 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
     if gen.sanitize:
         _sanitize(gen, s, flat, ptr, mask, active)
     extra = f", active={active}" if active else ""
+    if acc is not None and acc.rows is not None:
+        definition = gen.fused.get(id(s))
+        if definition is not None:
+            gen.emit_assign(definition, now=True)
+        _rows_store(gen, s, acc)
+        return
     if acc is None:
         m = gen.val(mask) if mask is not None else "None"
         gen.emit(f"rt.scatter({flat}, {gen.val(ptr)}, {gen.val(value, rank)}, {m}{extra})")

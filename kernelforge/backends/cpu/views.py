@@ -179,6 +179,8 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
          copy: bool = False) -> torch.Tensor:
     """Masked load at affine offsets: a view (with `copy`, a private copy) when in bounds,
     a padded copy when the mask only trims block axes, else a gather."""
+    if active is not None and bool(active.all()):
+        active = None  # every program runs (the usual case at decode): take the cached plan
     n = extent(t)
     simple = mask is None and active is None and not isinstance(other, torch.Tensor)
     if simple and P.idx is None:
@@ -262,6 +264,8 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     value = torch.as_tensor(value, dtype=t.dtype)
     rank = len(shape)
     per_program = value.dim() > rank or active is not None or (mask is not None and mask.dim() > rank)
+    if active is not None and bool(active.all()):
+        active = None
     n = extent(t)
     simple = mask is None and active is None
     if P.idx is not None:
@@ -293,7 +297,6 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     view.copy_(torch.where(m, value, view))
 
 
-
 def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
                  conds: Sequence[Aff] = ()) -> torch.Tensor | None:
     """A `[G, *shape]` view that a store would fill lane for lane (every lane on, all in
@@ -308,111 +311,3 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     sizes, strides, base = plan[1]
     view = t.as_strided(sizes, strides, t.storage_offset() + base)
     return view if len(sizes) > len(shape) else view.unsqueeze(0)
-
-
-# ---------------------------------------------------------------- row gathers
-#
-# A row access adds data-dependent terms to the affine form: `dyn` entries
-# (tensor, coef, dims, per_program), tensor dim i lying along block dim dims[i]. The
-# block dims from `inner` on carry only affine terms, so each lane group along them is
-# one strided run ("row") starting at a per-row offset: one `index_select` of rows
-# from an overlapping `as_strided` view replaces a gather of every element.
-
-Dyn = tuple  # (tensor or int, coef: int, dims: tuple[int | None, ...], per_program: bool)
-
-
-def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
-    """A dyn tensor laid out to broadcast against `[G, *block]` (`block` of length `rank`)."""
-    if not isinstance(v, torch.Tensor):
-        return v
-    lead = 1 if per_program else 0
-    keep = [i for i, d in enumerate(dims) if d is not None]
-    sizes = [v.shape[lead + i] for i in keep]
-    v = v.reshape((*v.shape[:lead], *sizes))
-    order = sorted(range(len(keep)), key=lambda j: dims[keep[j]])
-    if order != list(range(len(keep))):
-        v = v.permute(*range(lead), *(lead + j for j in order))
-    shape = [1] * rank
-    for j in order:
-        shape[dims[keep[j]]] = sizes[j]
-    v = v.reshape((*v.shape[:lead], *shape))
-    return v if per_program else v.unsqueeze(0)
-
-
-def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[int]) -> torch.Tensor:
-    """The value of an affine-plus-dyn form as a `[G or 1, *dims_shape]` int64 tensor."""
-    out = values(P, aff, dims_shape)
-    out = out if any(aff[1]) else out.unsqueeze(0)
-    rank = len(dims_shape)
-    for v, coef, dims, per_program in dyn:
-        out = out + _place(v, dims, rank, per_program) * coef
-    return out
-
-
-def load_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], inner: int,
-              per_program: bool, dyn: Sequence[Dyn] = (), conds: Sequence[tuple] = (),
-              masks: Sequence[Dyn] = (), other: Value = 0, active: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked load whose offsets are per-row starts plus an affine run over `shape[inner:]`.
-
-    Conditions either involve only the run's axes (they trim it, as for a view) or only
-    per-row terms (they mask whole rows); the code generator guarantees one or the other.
-    """
-    base, pid, blk = aff
-    outer, run = shape[:inner], shape[inner:]
-    run_blk = tuple(blk[inner:])
-    rows_shape = tuple(outer) + (1,) * len(run)
-    run_conds, row_conds, mixed = [], [], []
-    for c_base, c_pid, c_blk, c_dyn in conds:
-        per_row = any(c_pid) or c_dyn or any(c_blk[:inner])
-        if not per_row:
-            run_conds.append((c_base, c_pid, c_blk))
-        elif any(c_blk[inner:]):
-            mixed.append(((c_base, c_pid, c_blk), c_dyn))  # a per-row length along the run
-        else:
-            row_conds.append(((c_base, c_pid, c_blk), c_dyn))
-    box = _clip(_live(P.grid, run_conds, shape), shape) if run_conds else tuple(shape)
-    if isinstance(other, torch.Tensor) and box != tuple(shape):
-        box = None  # a block `other` cannot pad: gather instead
-    lead = P.G if per_program else 1
-    start = _evaluate(P, (base, pid, blk[:inner] + (0,) * len(run)), dyn, rows_shape)
-    keep = None
-    for c_aff, c_dyn in row_conds:
-        m = _evaluate(P, c_aff, c_dyn, rows_shape) < 0
-        keep = m if keep is None else keep & m
-    for v, _, dims, varies in masks:
-        m = _place(v, dims, len(shape), varies)
-        keep = m if keep is None else keep & m
-    if active is not None:
-        a = active.view(-1, *([1] * len(shape)))
-        keep = a if keep is None else keep & a
-    lanes = None
-    for c_aff, c_dyn in mixed:
-        m = _evaluate(P, c_aff, c_dyn, shape) < 0
-        lanes = m if lanes is None else lanes & m
-    start = start.expand(lead, *rows_shape)
-    if keep is not None:
-        keep = keep.expand(lead, *keep.shape[1:])
-    n = extent(t)
-    span_run = sum(c * (k - 1) for c, k in zip(run_blk, box[inner:]))
-    result = None
-    if box is not None and not all(box):
-        result = torch.full((lead, *shape), other, dtype=t.dtype)
-    elif box is not None and all(c >= 0 for c in run_blk) and n > span_run:
-        idx = start if keep is None else torch.where(keep, start, 0)
-        lo, hi = torch.aminmax(idx)
-        if int(lo) >= 0 and int(hi) < n - span_run:
-            rows = t.as_strided((n - span_run, *box[inner:]), (1, *run_blk), t.storage_offset())
-            result = rows.index_select(0, idx.reshape(-1)).view(lead, *outer, *box[inner:])
-            if tuple(box) != tuple(shape):
-                result = _padded(result, tuple(run), other)
-            lane_keep = keep if lanes is None else (lanes if keep is None else keep & lanes)
-            if lane_keep is not None:  # `result` is a fresh copy: fill in place
-                result = (result.masked_fill_(~lane_keep, other) if not isinstance(other, torch.Tensor)
-                          else torch.where(lane_keep, result, other))
-    if result is None:  # fall back to every lane's offset, gathered element by element
-        offs = start + values(P, (0, (0, 0, 0), (0,) * inner + run_blk), shape)
-        for m in (conds_mask(P, run_conds, shape), lanes):
-            if m is not None:
-                keep = m if keep is None else keep & m
-        result = gather(flat(t), offs, keep, other)
-    return result if per_program else result[0]

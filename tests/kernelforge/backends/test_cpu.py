@@ -571,7 +571,7 @@ def test_row_gather_with_data_dependent_rows_and_lengths(last_row, dim):
     out = torch.empty(5, 16)
     src = embedding_kernel.source("cpu", table_ptr="*fp32", ids_ptr="*i32", lens_ptr="*i32", out_ptr="*fp32",
                                   BLOCK_T=4, BLOCK_D=16)
-    assert "views.load_rows" in src
+    assert "rows.load_rows" in src
     embedding_kernel[(2,)](table, ids, lens, out, 5, dim, stride, BLOCK_T=4, BLOCK_D=16)
     want = torch.full((5, 16), -7.0)
     flat = table.view(-1)
@@ -598,3 +598,82 @@ def test_reused_temporaries_are_private_to_each_thread():
     assert "rt.scratch(" in src
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(run, range(8)))
+
+
+# ------------------------------------------------------------------ row scatters
+
+
+@kf.jit
+def cache_rows_kernel(src_ptr, dst_ptr, slots_ptr, row_size, BLOCK: kl.constexpr):
+    token = kl.program_id(0)
+    slot = kl.load(slots_ptr + token).to(kl.int64)
+    if slot >= 0:
+        for start in range(0, row_size, BLOCK):
+            cols = start + kl.arange(0, BLOCK)
+            mask = cols < row_size
+            x = kl.load(src_ptr + token * row_size + cols, mask=mask)
+            kl.store(dst_ptr + slot * row_size + cols, x, mask=mask)
+
+
+def _cache_rows(slots: list[int], row_size: int, block: int, n_slots: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.randn(len(slots), row_size)
+    dst = torch.full((n_slots, row_size), -1.0)
+    cache_rows_kernel[(len(slots),)](src, dst, torch.tensor(slots, dtype=torch.int64), row_size, BLOCK=block)
+    return src, dst
+
+
+def test_row_scatter_is_generated_for_data_dependent_row_starts():
+    src = cache_rows_kernel.source("cpu", src_ptr="*fp32", dst_ptr="*fp32", slots_ptr="*i64", BLOCK=16)
+    assert "rows.store_rows" in src and "rt.scatter" not in src
+
+
+@pytest.mark.parametrize("row_size, block", [(16, 16), (12, 16), (40, 16)])  # aligned, trimmed, unaligned tail
+@pytest.mark.parametrize("slots", [[3, 0, 7, 5], [2, -1, 6, -1], [-1, -1, -1, -1]])
+def test_row_scatter_writes_only_the_rows_of_active_programs(slots, row_size, block):
+    src, dst = _cache_rows(slots, row_size, block)
+    want = torch.full((8, row_size), -1.0)
+    for t, s in enumerate(slots):
+        if s >= 0:
+            want[s] = src[t]
+    torch.testing.assert_close(dst, want)
+
+
+def test_row_scatter_with_duplicate_rows_writes_one_of_them_whole():
+    src, dst = _cache_rows([4, 4, 1], 12, 16)
+    assert any(torch.equal(dst[4], src[t]) for t in (0, 1))
+    torch.testing.assert_close(dst[1], src[2])
+    assert (dst[[0, 2, 3, 5, 6, 7]] == -1.0).all()
+
+
+def test_row_scatter_with_an_empty_row_writes_nothing():
+    src, dst = _cache_rows([1, 2], 0, 16)
+    assert (dst == -1.0).all()
+
+
+@kf.jit
+def ragged_rows_kernel(src_ptr, dst_ptr, rows_ptr, lens_ptr, BLOCK_T: kl.constexpr, BLOCK_D: kl.constexpr):
+    t = kl.arange(0, BLOCK_T)
+    cols = kl.arange(0, BLOCK_D)
+    row = kl.load(rows_ptr + t)
+    n = kl.load(lens_ptr + t)
+    x = kl.load(src_ptr + t[:, None] * BLOCK_D + cols[None, :])
+    kl.store(dst_ptr + row[:, None] * BLOCK_D + cols[None, :], x, mask=cols[None, :] < n[:, None])
+
+
+def test_row_scatter_with_per_row_lengths_falls_back_to_lane_masks():
+    src = torch.randn(4, 8)
+    dst = torch.zeros(6, 8)
+    rows, lens = torch.tensor([5, 0, 2, 3], dtype=torch.int32), torch.tensor([8, 3, 0, 5], dtype=torch.int32)
+    source = ragged_rows_kernel.source("cpu", src_ptr="*fp32", dst_ptr="*fp32", rows_ptr="*i32", lens_ptr="*i32",
+                                       BLOCK_T=4, BLOCK_D=8)
+    assert "rows.store_rows" in source
+    ragged_rows_kernel[(1,)](src, dst, rows, lens, BLOCK_T=4, BLOCK_D=8)
+    want = torch.zeros(6, 8)
+    for t, (r, n) in enumerate(zip(rows.tolist(), lens.tolist())):
+        want[r, :n] = src[t, :n]
+    torch.testing.assert_close(dst, want)
+
+
+def test_row_scatter_of_rows_past_the_end_is_reported():
+    with pytest.raises(IndexError):
+        _cache_rows([0, 9], 16, 16)
