@@ -82,6 +82,9 @@ class CodeGen:
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
                 self.total_refs[atom] += 1
+        rows_loads = {i for i, acc in self.accesses.items() if acc.rows is not None} - self.deferred
+        self.fill_wheres = fusion.find_fill_wheres(kernel, self.facts, self.total_refs,
+                                                   rows_loads - self.scratch)
         self.functions: list[str] = []  # module-level compute regions
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}
@@ -377,7 +380,7 @@ class CodeGen:
         if op == "cast":
             return self.cast(args[0], t)
         if op == "where":
-            return self.where(args, t, rank)
+            return self.where(s, t, rank)
         if op == "addptr":
             base, off = args
             if isinstance(base, ir.Var) and any(p.name == base.name for p in self.kernel.params):
@@ -426,10 +429,12 @@ class CodeGen:
             return f"{conv}({self.val(a)})"
         return f"{self.val(a)}.to({torch_dtype(t.dtype)})"
 
-    def where(self, args: tuple[ir.Operand, ...], t: ir.BlockType, rank: int) -> str:
-        c, a, b = args
-        if all(self.py(x) for x in args):
+    def where(self, s: ir.Assign, t: ir.BlockType, rank: int) -> str:
+        c, a, b = s.args
+        if all(self.py(x) for x in s.args):
             return f"({self.val(a)} if {self.val(c)} else {self.val(b)})"
+        if id(s) in self.fill_wheres:  # `a` is a dead private temporary: mask it in place
+            return f"rt.keep_where({self.val(a, rank)}, {self.val(c, rank)}, {self.val(b)})"
         av = self.val(a, rank)
         if self.py(a) and self.py(b):
             av = (self.const(f"torch.tensor({literal(a)}, dtype={torch_dtype(t.dtype)})", "scalar")

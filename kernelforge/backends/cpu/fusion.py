@@ -212,3 +212,37 @@ def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int]) -> set[int]
 
     visit(kernel.body)
     return out
+
+
+def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], private: set[int]) -> set[int]:
+    """`id()`s of `where(cond, x, scalar)` that may fill `x` in place (`rt.keep_where`).
+
+    `x` must be a temporary read only here, made in the same block by an op returning a
+    fresh tensor (or a load in `private`, whose result is a private copy), with the
+    result's type and per-program layout. Masking a loaded tile (`where(valid[:, None],
+    load(...), 0.0)`) then costs nothing when every lane is valid, and a `masked_fill_`
+    by the un-broadcast condition otherwise, instead of a full-size `where`.
+    """
+    out: set[int] = set()
+
+    def visit(block: ir.Block) -> None:
+        defs: dict[str, ir.Assign] = {}
+        for st in block.stmts:
+            if isinstance(st, ir.For):
+                visit(st.body)
+            elif isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif isinstance(st, ir.Assign):
+                if st.op == "where" and isinstance(st.args[2], ir.Const) and isinstance(st.args[1], ir.Var):
+                    c, x = st.args[0], st.args[1]
+                    d = defs.get(x.name)
+                    if (d is not None and not facts.is_py(c) and refs[x.name] == 2 and x.type == st.dst.type
+                            and facts.is_varying(x) == facts.is_varying(st.dst)
+                            and (id(d) in private or d.op in _FRESH and d.op != "dot"
+                                 and facts.is_varying(d.dst) == any(facts.is_varying(a) for a in d.args))):
+                        out.add(id(st))
+                defs[st.dst.name] = st
+
+    visit(kernel.body)
+    return out

@@ -177,6 +177,27 @@ def _take(flat_t: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     return flat_t.index_select(0, offs.reshape(-1)).view(offs.shape)
 
 
+def unbroadcast(t: torch.Tensor) -> torch.Tensor:
+    """`t` without the data of its broadcast (stride-0) dims: those shrink to size 1."""
+    sizes = [1 if st == 0 else n for n, st in zip(t.shape, t.stride())]
+    return t.as_strided(sizes, t.stride(), t.storage_offset())
+
+
+def keep_where(x: torch.Tensor, cond: Value, other: Value) -> torch.Tensor:
+    """`where(cond, x, other)` for a dead private temporary `x`, computed in place.
+
+    The condition is tested on its un-broadcast data: when it holds everywhere (every
+    key of a decode tile is valid) `x` is returned untouched; else the other lanes are
+    filled with `masked_fill_`, which broadcasts the small condition itself.
+    """
+    if not isinstance(cond, torch.Tensor):
+        return x if cond else x.fill_(other)
+    small = unbroadcast(cond)
+    if bool(small.all()):
+        return x
+    return x.masked_fill_(~small, other)
+
+
 def gather(flat_t: torch.Tensor, offs: Value, mask: Value | None = None, other: Value = 0,
            active: torch.Tensor | None = None) -> torch.Tensor:
     """Masked load: masked-off lanes read `other` and never touch memory."""

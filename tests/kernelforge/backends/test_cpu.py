@@ -677,3 +677,42 @@ def test_row_scatter_with_per_row_lengths_falls_back_to_lane_masks():
 def test_row_scatter_of_rows_past_the_end_is_reported():
     with pytest.raises(IndexError):
         _cache_rows([0, 9], 16, 16)
+
+
+# ------------------------------------------------------------------ in-place masking of temporaries
+
+
+@kf.jit
+def masked_tile_kernel(x_ptr, valid_ptr, out_ptr, raw_ptr, N: kl.constexpr, D: kl.constexpr):
+    rows = kl.arange(0, N)
+    cols = kl.arange(0, D)
+    ok = kl.load(valid_ptr + kl.program_id(0) * N + rows) != 0
+    x = kl.load(x_ptr + kl.program_id(0) * N * D + rows[:, None] * D + cols[None, :]) * 2.0
+    kept = kl.where(ok[:, None], x, -1.0)
+    kl.store(out_ptr + kl.program_id(0) * N * D + rows[:, None] * D + cols[None, :], kept)
+    y = kl.load(x_ptr + kl.program_id(0) * N * D + rows[:, None] * D + cols[None, :]) + 1.0
+    kl.store(raw_ptr + kl.program_id(0) * N * D + rows[:, None] * D + cols[None, :], kl.where(ok[:, None], y, 0.0) + y)
+
+
+@pytest.mark.parametrize("valid", ["all", "some", "none"])
+def test_where_on_a_dead_temporary_masks_it_in_place(valid):
+    x = torch.randn(3, 4, 8)
+    ok = {"all": torch.ones(3, 4), "some": torch.tensor([[1, 0, 1, 1]] * 3), "none": torch.zeros(3, 4)}[valid]
+    ok = ok.to(torch.int32)
+    out, raw = torch.empty(3, 4, 8), torch.empty(3, 4, 8)
+    src = masked_tile_kernel.source("cpu", x_ptr="*fp32", valid_ptr="*i32", out_ptr="*fp32", raw_ptr="*fp32", N=4, D=8)
+    assert src.count("rt.keep_where(") == 1  # `y` is read twice: a plain where
+    masked_tile_kernel[(3,)](x, ok, out, raw, N=4, D=8)
+    keep = ok.bool()[..., None]
+    torch.testing.assert_close(out, torch.where(keep, x * 2.0, -1.0))
+    torch.testing.assert_close(raw, torch.where(keep, x + 1.0, 0.0) + (x + 1.0))
+
+
+def test_keep_where_tests_the_condition_without_its_broadcast():
+    from kernelforge.backends.cpu import runtime as rt
+
+    x = torch.arange(6.0).view(2, 3)
+    assert rt.keep_where(x, torch.ones(2, 1, dtype=torch.bool).expand(2, 3), 0.0) is x
+    cond = torch.tensor([[True], [False]]).expand(2, 3)
+    assert rt.unbroadcast(cond).shape == (2, 1)
+    torch.testing.assert_close(rt.keep_where(x, cond, -1.0), torch.tensor([[0.0, 1.0, 2.0], [-1.0, -1.0, -1.0]]))
