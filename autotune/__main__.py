@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from typing import Any, Sequence
 
@@ -52,7 +51,7 @@ def format_time(seconds: float) -> str:
 def console() -> Console:
     """Rich wraps tables to 80 columns when stdout is not a terminal; a log file wants them whole."""
     terminal = Console()
-    return terminal if terminal.is_terminal or "COLUMNS" in os.environ else Console(width=200)
+    return terminal if terminal.is_terminal else Console(width=200)
 
 
 def default_device() -> str:
