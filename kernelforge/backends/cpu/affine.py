@@ -309,9 +309,12 @@ def analyze_accesses(kernel: ir.Kernel, facts: Facts) -> dict[int, Access]:
             if isinstance(s, ir.Assign):
                 if s.op == "load" and record:
                     _record(s, s.args[0], s.args[1] if len(s.args) > 1 else None, env)
-                form = _atomize(env.form_of(s, params), s.dst)
+                full = env.form_of(s, params)
+                form = _atomize(full, s.dst)
                 env.forget({s.dst.name})
-                if form is not None and s.dst.name not in form.atoms():
+                # an atomized form names the new value itself; any other form naming the
+                # destination would mean its old value
+                if form is not None and (form is not full or s.dst.name not in form.atoms()):
                     env.forms[s.dst.name] = form
             elif isinstance(s, ir.Store) and record:
                 _record(s, s.ptr, s.mask, env)

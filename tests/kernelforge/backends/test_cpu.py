@@ -716,3 +716,30 @@ def test_keep_where_tests_the_condition_without_its_broadcast():
     cond = torch.tensor([[True], [False]]).expand(2, 3)
     assert rt.unbroadcast(cond).shape == (2, 1)
     torch.testing.assert_close(rt.keep_where(x, cond, -1.0), torch.tensor([[0.0, 1.0, 2.0], [-1.0, -1.0, -1.0]]))
+
+
+@kf.jit
+def two_index_rows_kernel(table_ptr, a_ptr, b_ptr, out_ptr, n, stride_a, stride_b, BLOCK_T: kl.constexpr,
+                          D: kl.constexpr):
+    t = kl.arange(0, BLOCK_T)
+    cols = kl.arange(0, D)
+    a = kl.load(a_ptr + t)
+    b = kl.load(b_ptr + t)
+    ok = t < n
+    rows = table_ptr + a[:, None] * stride_a
+    rows = rows + b[:, None] * stride_b  # a pointer summing two loaded terms: read as one variable
+    x = kl.load(rows + cols[None, :], mask=kl.broadcast_to(ok[:, None], (BLOCK_T, D)), other=-1.0)
+    kl.store(out_ptr + t[:, None] * D + cols[None, :], x)
+
+
+def test_row_gather_through_a_pointer_with_several_data_dependent_terms():
+    table = torch.randn(6, 4, 8)
+    a, b = torch.tensor([5, 0, 2, 3], dtype=torch.int32), torch.tensor([1, 3, 0, 2], dtype=torch.int32)
+    out = torch.empty(4, 8)
+    src = two_index_rows_kernel.source("cpu", table_ptr="*fp32", a_ptr="*i32", b_ptr="*i32", out_ptr="*fp32",
+                                       BLOCK_T=4, D=8)
+    assert "rows.load_rows" in src and "rt.gather" not in src
+    two_index_rows_kernel[(1,)](table, a, b, out, 3, 32, 8, BLOCK_T=4, D=8)
+    want = table[a.long(), b.long()]
+    want[3] = -1.0
+    torch.testing.assert_close(out, want)
