@@ -92,17 +92,23 @@ def select_backend_name(device: torch.device | None) -> str:
     if forced:
         if forced not in _MODULES:
             raise BackendError(f"KF_BACKEND={forced!r} is not one of {sorted(_MODULES)}")
+        if device is not None and (device.type == "cpu") != (forced in _HOST_BACKENDS):
+            runs_on = "CPU tensors" if forced in _HOST_BACKENDS else "CUDA or NPU tensors"
+            raise BackendError(f"backend {forced!r} runs on {runs_on}, but the arguments are on {device}")
         return forced
     if device is None or device.type == "cpu":
         return "cpu"
     return "triton"
 
 
+_HOST_BACKENDS = ("cpu", "interpret")
+
+
 def num_cores(kind: str = "vector", device: torch.device | str | None = None) -> int:
     """Physical cores to size persistent grids by: NPU AI cores, CUDA SMs, or CPU threads."""
     if kind not in ("vector", "cube"):
         raise ValueError(f"kind must be 'vector' or 'cube', got {kind!r}")
-    dev = torch.device(device) if device is not None else None
+    dev = torch.device(device) if device is not None else _default_accelerator()
     if dev is not None and dev.type == "cuda":
         return torch.cuda.get_device_properties(dev).multi_processor_count
     if dev is not None and dev.type == "npu":
@@ -112,3 +118,13 @@ def num_cores(kind: str = "vector", device: torch.device | str | None = None) ->
         props = driver.active.utils.get_device_properties(index)
         return int(props["num_vectorcore" if kind == "vector" else "num_aicore"])
     return torch.get_num_threads()
+
+
+def _default_accelerator() -> torch.device | None:
+    """The current NPU or CUDA device when there is one, so `num_cores()` sizes for it."""
+    npu = getattr(torch, "npu", None)
+    if npu is not None and npu.is_available():
+        return torch.device("npu", npu.current_device())
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
