@@ -86,7 +86,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(exc, file=sys.stderr)
         return 2
-    tasks = [(k, shape) for shape in _shapes(args) for k in chosen]
+    try:
+        shapes = _shapes(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    tasks = [(k, shape) for shape in shapes for k in chosen]
     tuner = Tuner(effort=args.effort, budget_s=args.budget, search=args.search, force=args.force)
     results: list[TuneResult] = []
     problems: list[str] = []

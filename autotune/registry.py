@@ -51,7 +51,7 @@ class TunableKernel:
         make_args: Callable[..., Iterable[tuple[Callable, tuple]]] = getattr(
             self.module, "make_args", serving.serving_calls)
         by_key: dict[tuple, Launch] = {}
-        for op, args in make_args(**{**SHAPE_DEFAULTS, **shape}):
+        for op, args in make_args(**with_defaults(shape)):
             with capture_launches() as launches:
                 op(*args)
             for launch in launches:
@@ -88,28 +88,45 @@ def select(kernels: Mapping[str, TunableKernel], name: str) -> list[TunableKerne
 
 
 def parse_shape(items: Iterable[str]) -> dict[str, Any]:
-    """`["num_tokens=64", "dtype=bfloat16"]` -> {"num_tokens": 64, "dtype": torch.bfloat16}."""
+    """`["num_tokens=64", "dtype=bfloat16"]` -> {"num_tokens": 64, "dtype": torch.bfloat16}.
+
+    Only the names of `SHAPE_DEFAULTS` are accepted, so a misspelt name is an error rather
+    than a silent tune of the default shape.
+    """
     shape: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--shape expects name=value, got {item!r}")
+        if name not in SHAPE_DEFAULTS:
+            raise ValueError(f"--shape: unknown name {name!r}; known names: {', '.join(SHAPE_DEFAULTS)}")
         shape[name] = _parse_value(name, text)
     return shape
+
+
+def with_defaults(shape: Mapping[str, Any]) -> dict[str, Any]:
+    """`shape` completed from `SHAPE_DEFAULTS`; a batch smaller than the default has one token per sequence."""
+    full = {**SHAPE_DEFAULTS, **shape}
+    if "num_seqs" not in shape:
+        full["num_seqs"] = min(SHAPE_DEFAULTS["num_seqs"], full["num_tokens"])
+    return full
 
 
 def _parse_value(name: str, text: str) -> Any:
     if name == "dtype":
         dtype = getattr(torch, text.removeprefix("torch."), None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"unknown dtype {text!r}")
+            raise ValueError(f"--shape: unknown dtype {text!r}")
         return dtype
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return text
+    if name == "device":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--shape: {name} must be an integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"--shape: {name} must be at least 1, got {value}")
+    return value
 
 
 def model_shape(config: Any) -> dict[str, Any]:

@@ -36,9 +36,12 @@ def _resolve(target: str) -> JITFunction:
     module_name, sep, attr = target.partition(":")
     if not sep:
         raise SystemExit(f"expected MODULE:KERNEL, got {target!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"cannot find kernel {target}: {exc}") from None
     while not isinstance(obj, JITFunction) and hasattr(obj, "fn"):
         obj = obj.fn  # kf.autotune wrappers
     if not isinstance(obj, JITFunction):

@@ -13,12 +13,33 @@ from kernelforge.autotuning import next_power_of_2
 
 
 def test_parse_shape_types_values():
-    assert registry.parse_shape(["num_tokens=64", "eps=1e-6", "dtype=bfloat16", "name=x"]) == {
-        "num_tokens": 64, "eps": 1e-6, "dtype": torch.bfloat16, "name": "x"}
+    assert registry.parse_shape(["num_tokens=64", "dtype=bfloat16", "device=cpu"]) == {
+        "num_tokens": 64, "dtype": torch.bfloat16, "device": "cpu"}
     with pytest.raises(ValueError, match="name=value"):
         registry.parse_shape(["num_tokens"])
     with pytest.raises(ValueError, match="dtype"):
         registry.parse_shape(["dtype=float5"])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("num_tokenz=64", "unknown name 'num_tokenz'.*num_tokens"),
+    ("num_tokens=abc", "num_tokens must be an integer"),
+    ("hidden_size=0", "hidden_size must be at least 1"),
+])
+def test_parse_shape_rejects_what_it_cannot_tune(item, message):
+    with pytest.raises(ValueError, match=message):
+        registry.parse_shape([item])
+
+
+def test_cli_reports_a_bad_shape_without_a_traceback(capsys):
+    assert main(["tune", "--kernel", "rms_norm", "--shape", "hidden_sise=128"]) == 2
+    assert "unknown name 'hidden_sise'" in capsys.readouterr().err
+
+
+def test_a_small_batch_defaults_to_one_token_per_sequence():
+    assert registry.with_defaults({"num_tokens": 4})["num_seqs"] == 4
+    assert registry.with_defaults({"num_tokens": 64})["num_seqs"] == registry.SHAPE_DEFAULTS["num_seqs"]
+    assert registry.with_defaults({"num_tokens": 64, "num_seqs": 1})["num_seqs"] == 1
 
 
 def test_serving_shapes_cover_decode_and_prefill():

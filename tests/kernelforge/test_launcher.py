@@ -235,3 +235,15 @@ def test_sanitize_mode_is_part_of_the_specialisation(fake, monkeypatch):
     monkeypatch.setenv("KF_SANITIZE", "1")
     copy_kernel[(1,)](x, y, 4, BLOCK=4)
     assert len(fake.generated) == 2
+
+
+@pytest.mark.parametrize("target, message", [
+    ("no_such_module:add", "cannot find kernel no_such_module:add: No module named"),
+    ("kernelforge.kernels.rms_norm:no_such_kernel", "has no attribute 'no_such_kernel'"),
+    ("kernelforge.kernels.rms_norm", "expected MODULE:KERNEL"),
+])
+def test_cli_show_names_a_target_it_cannot_find(target, message):
+    from kernelforge.__main__ import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["show", target])
