@@ -72,7 +72,7 @@ def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float, 
     check_same(op, (out_name, "x"), out, x)
     if weight.shape[0] != x.shape[-1]:
         _fail(op, f"weight has {weight.shape[0]} elements but the hidden size (x.shape[-1]) is {x.shape[-1]}")
-    if not eps >= 0:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         _fail(op, f"eps must be a non-negative float, got {eps!r}")
 
 

@@ -73,6 +73,8 @@ def test_rms_norm_rejects():
         rms_norm(torch.empty(64, 4), x.t(), torch.ones(4), 1e-6)
     with pytest.raises(ValueError, match="eps"):
         rms_norm(torch.empty_like(x), x, torch.ones(64), -1.0)
+    with pytest.raises(ValueError, match="eps must be a non-negative float, got 'a'"):
+        rms_norm(torch.empty_like(x), x, torch.ones(64), "a")
     with pytest.raises(TypeError, match="residual and x must have the same dtype"):
         fused_add_rms_norm(x, x.half(), torch.ones(64), 1e-6)
 
