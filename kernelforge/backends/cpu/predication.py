@@ -146,7 +146,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.emit(f"for {t} in range({lo}, {hi}):")
     gen.depth += 1
     act = gen.fresh("running")
-    gen.emit(f"{act} = {t} < {trips}" + (" & alive" if gen.facts.divergent_return else ""))
+    gen.emit(f"{act} = ({t} < {trips})" + (" & alive" if gen.facts.divergent_return else ""))
     _loop_var(gen, s, t)
     prev = {v: gen.fresh(f"{v}_prev") for v in merges}
     for v in merges:
