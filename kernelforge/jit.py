@@ -28,7 +28,7 @@ import torch
 
 from kernelforge import cache, ir
 from kernelforge.backends import get_backend, select_backend_name
-from kernelforge.errors import CompilationError
+from kernelforge.errors import CompilationError, KernelFault
 from kernelforge.frontend import JIT_ATTR, compile_kernel
 from kernelforge.language.core import constexpr
 
@@ -257,7 +257,13 @@ class JITFunction:
         grid3 = _grid3(grid, named, self.__name__)
         if 0 in grid3:
             return
-        launch(grid3, [named[n] for n in self.runtime_names])
+        try:
+            launch(grid3, [named[n] for n in self.runtime_names])
+        except IndexError as exc:
+            if backend_name != "cpu":
+                raise
+            raise KernelFault(f"out-of-bounds memory access ({exc}); rerun with KF_SANITIZE=1 "
+                              "to find the kernel line, offset and tensor", kernel=self.__name__) from exc
 
     def _compile(self, backend: Any, backend_name: str, types: dict[str, ir.BlockType],
                  constexprs: dict[str, Any], const_key: tuple, type_key: tuple) -> Callable:

@@ -743,3 +743,16 @@ def test_row_gather_through_a_pointer_with_several_data_dependent_terms():
     want = table[a.long(), b.long()]
     want[3] = -1.0
     torch.testing.assert_close(out, want)
+
+
+@kf.jit
+def gather_kernel(x_ptr, idx_ptr, out_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK)
+    kl.store(out_ptr + offs, kl.load(x_ptr + kl.load(idx_ptr + offs)))
+
+
+def test_an_unsanitized_out_of_bounds_gather_is_a_kernel_fault(monkeypatch):
+    monkeypatch.delenv("KF_SANITIZE", raising=False)
+    x, out = torch.randn(8), torch.empty(4)
+    with pytest.raises(kf.KernelFault, match="in kernel 'gather_kernel'.*KF_SANITIZE=1"):
+        gather_kernel[(1,)](x, torch.tensor([0, 1, 2, 100], dtype=torch.int32), out, BLOCK=4)
