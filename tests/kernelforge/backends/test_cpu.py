@@ -675,7 +675,7 @@ def test_row_scatter_with_per_row_lengths_falls_back_to_lane_masks():
 
 
 def test_row_scatter_of_rows_past_the_end_is_reported():
-    with pytest.raises(IndexError):
+    with pytest.raises(kf.KernelFault, match="out-of-bounds memory access"):
         _cache_rows([0, 9], 16, 16)
 
 
