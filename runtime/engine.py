@@ -77,10 +77,25 @@ class _Request:
     deferred: list[Sequence] = field(default_factory=list)  # n > 1 siblings not yet scheduled
 
 
+def _validate_args(args: EngineArgs) -> None:
+    """Rejects bad sizes before anything is loaded, naming the argument."""
+    def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+    positive_int("max_model_len", args.max_model_len, 2)
+    positive_int("max_num_seqs", args.max_num_seqs)
+    positive_int("max_num_batched_tokens", args.max_num_batched_tokens)
+    positive_int("block_size", args.block_size)
+    if args.block_size & (args.block_size - 1):
+        raise ValueError(f"block_size must be a power of two (16, 32, 64, 128 are typical), got {args.block_size}")
+
+
 class LLMEngine:
     def __init__(self, args: EngineArgs, model: Any = None, tokenizer: Any = None):
         """Load `args.model` (or use an already loaded `model`/`tokenizer` pair) and size the
         KV cache. `args.device` and `args.dtype` only apply when loading."""
+        _validate_args(args)
         autotune.install()  # tuned kernel configs from the cache (never tunes on the hot path)
         if model is None:
             model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -88,8 +103,6 @@ class LLMEngine:
         self.model_config = model.config
         self.tokenizer = tokenizer
         self.device = torch.device(model.device)
-        if args.max_model_len < 2:
-            raise ValueError(f"max_model_len must be >= 2, got {args.max_model_len}")
         num_blocks = num_kv_blocks(args.kv_cache_memory, model.kv_cache_bytes_per_block(args.block_size),
                                    args.block_size, args.max_num_seqs, args.max_model_len, self.device)
         self.block_manager = BlockManager(num_blocks, args.block_size, args.enable_prefix_caching)

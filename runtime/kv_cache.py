@@ -2,7 +2,7 @@
 
 `kv_cache_memory` is a byte count, or "auto":
 
-- on a GPU, 90% of the memory still free once the model is loaded (vLLM's default
+- on a GPU or an Ascend NPU, 90% of the memory still free once the model is loaded (vLLM's default
   utilisation, which leaves room for activations);
 - on a CPU, 10% of the available RAM, at most 2 GiB: the machine is shared with
   everything else and a CPU step is compute-bound long before the cache is full;
@@ -25,6 +25,9 @@ CPU_CAP_BYTES = 2 << 30
 def auto_kv_cache_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_SHARE)
+    if device.type == "npu":
+        free, _ = torch.npu.mem_get_info(device)
         return int(free * GPU_SHARE)
     return int(min(psutil.virtual_memory().available * CPU_SHARE, CPU_CAP_BYTES))
 

@@ -46,6 +46,9 @@ class LLM:
         A prompt is a string or `{"prompt_token_ids": [...]}` (or `{"prompt": "..."}`);
         `sampling_params` is one `SamplingParams` for all, or a list with one per prompt.
         """
+        if not isinstance(prompts, (str, dict, list, tuple)):
+            raise TypeError("prompts must be a string, a {\"prompt_token_ids\": [...]} dict or a list of them, "
+                            f"got {type(prompts).__name__}")
         prompt_list = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
         params_list = _params_per_prompt(sampling_params, len(prompt_list))
         request_ids = [f"llm-{next(self._ids)}" for _ in prompt_list]

@@ -40,7 +40,11 @@ class SamplingParams:
         if isinstance(self.stop, str):
             self.stop_strings = (self.stop,)
         else:
+            _check(self.stop is None or isinstance(self.stop, (list, tuple)), "stop", self.stop,
+                   "a string, a list of strings or None")
             self.stop_strings = tuple(self.stop or ())
+        _check(self.stop_token_ids is None or isinstance(self.stop_token_ids, (list, tuple)),
+               "stop_token_ids", self.stop_token_ids, "a list of token ids or None")
         self.stop_token_ids = list(self.stop_token_ids or [])
         if self.top_k == -1:
             self.top_k = 0

@@ -209,3 +209,21 @@ def test_abort_before_the_siblings_start(toy_engine):
     engine.add_request("r", [1, 2, 3], SamplingParams(n=4, max_tokens=4))
     engine.abort_request("r")
     assert not engine.has_unfinished_requests() and engine.step() == []
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("block_size", 7, "block_size must be a power of two"),
+    ("block_size", 0, "block_size must be an integer >= 1"),
+    ("max_num_seqs", 0, "max_num_seqs must be an integer >= 1"),
+    ("max_num_batched_tokens", 2.5, "max_num_batched_tokens must be an integer"),
+    ("max_model_len", 1, "max_model_len must be an integer >= 2"),
+])
+def test_bad_engine_args_fail_before_anything_loads(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LLMEngine(EngineArgs(**{field: value}))
+
+
+def test_generate_names_a_prompt_of_the_wrong_type(toy_engine):
+    llm = LLM.from_engine(toy_engine())
+    with pytest.raises(TypeError, match="prompts must be a string"):
+        llm.generate(5)

@@ -22,6 +22,7 @@ def test_vllm_defaults_and_normalisation():
     ("temperature", float("nan")), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -2), ("top_k", 2.0),
     ("min_p", -0.1), ("min_p", 1.1), ("seed", "1"), ("stop", [""]), ("stop", [1]),
     ("stop_token_ids", [-1]), ("ignore_eos", 1), ("logprobs", -1), ("n", True),
+    ("stop", 5), ("stop_token_ids", 7),
 ])
 def test_bad_values_raise_a_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
