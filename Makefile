@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # The Ascend environment comes first so that its lowering tests run inside pytest too.
 test: setup $(ASCEND_VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadgroup --timeout 1800 --durations=25 $(PYTEST_ARGS)
+	KF_REQUIRE_ALL=1 $(PY) -m pytest -n 2 --dist loadgroup --timeout 1800 --durations=25 $(PYTEST_ARGS)
 	$(MAKE) check-ascend
 
 test-fast: setup
