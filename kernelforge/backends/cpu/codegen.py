@@ -419,7 +419,7 @@ class CodeGen:
             acc = self.val(args[2]) if len(args) == 3 else "None"
             inplace = ", inplace=True" if id(s) in self.inplace_dots else ""
             return f"rt.dot({self.val(args[0])}, {self.val(args[1])}, {acc}, {torch_dtype(t.dtype)}{inplace})"
-        raise NotImplementedError(f"cpu backend: op {op!r}")
+        raise ir.VerificationError(f"cpu backend: {op!r} is not an IR op (ir.verify rejects it)")
 
     def cast(self, a: ir.Operand, t: ir.BlockType) -> str:
         if a.type.dtype == t.dtype or t.is_pointer:

@@ -342,7 +342,7 @@ class _Emitter:
             return self.load(stmt)
         if op == "atomic_add":
             return self.atomic_add(stmt)
-        raise NotImplementedError(f"triton emitter: op {op!r} has no lowering")
+        raise ir.VerificationError(f"triton emitter: {op!r} is not an IR op (ir.verify rejects it)")
 
     def cast_from(self, expr: str, produced: ir.DType, wanted: ir.DType) -> str:
         return expr if produced is wanted else f"{expr}.to({self.tl(wanted)})"
