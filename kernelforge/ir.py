@@ -73,13 +73,6 @@ class DType(enum.Enum):
     def itemsize(self) -> int:
         return max(1, self.bits // 8)
 
-    @staticmethod
-    def from_torch(dtype: torch.dtype) -> "DType":
-        for d in DType:
-            if d.torch_dtype == dtype:
-                return d
-        raise TypeError(f"unsupported tensor dtype {dtype}")
-
     def __repr__(self) -> str:
         return self.dsl_name
 
