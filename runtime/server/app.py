@@ -105,27 +105,24 @@ def build_app(ctx: ServerContext, registry: Any = None) -> FastAPI:
         return ModelList(data=[ModelCard(id=ctx.model_name, root=ctx.model_root,
                                          max_model_len=ctx.max_model_len)])
 
-    @v1.post("/completions")
-    async def create_completion(req: CompletionRequest, request: Request) -> Response:
-        prep = completions.prepare(ctx, req)
+    async def respond(handler: Any, req: CompletionRequest | ChatCompletionRequest, request: Request) -> Response:
+        """`handler` (the completions or chat module) prepares the job, then streams or answers whole."""
+        job = handler.prepare(ctx, req)
         if req.stream:
-            return await _sse_response(request, completions.stream(ctx, req, prep))
+            return await _sse_response(request, handler.stream(ctx, req, job))
         try:
-            result = await _unless_disconnected(request, completions.complete(ctx, req, prep))
+            result = await _unless_disconnected(request, handler.complete(ctx, req, job))
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED)
         return JSONResponse(result.model_dump())
 
+    @v1.post("/completions")
+    async def create_completion(req: CompletionRequest, request: Request) -> Response:
+        return await respond(completions, req, request)
+
     @v1.post("/chat/completions")
     async def create_chat_completion(req: ChatCompletionRequest, request: Request) -> Response:
-        job = chat.prepare(ctx, req)
-        if req.stream:
-            return await _sse_response(request, chat.stream(ctx, req, job))
-        try:
-            result = await _unless_disconnected(request, chat.complete(ctx, req, job))
-        except ClientGone:
-            return Response(status_code=CLIENT_CLOSED)
-        return JSONResponse(result.model_dump())
+        return await respond(chat, req, request)
 
     app.include_router(v1)
 
