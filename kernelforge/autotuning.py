@@ -34,6 +34,8 @@ from typing import Any, Callable, Protocol, Sequence, Union
 
 import torch
 
+from kernelforge.backends import select_backend_name
+
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
 
@@ -295,6 +297,7 @@ class Autotuned:
                                  "or a callable")
         self._key_rules = tuple((n, _bucket_rule(self.bucket[n]) if n in self.bucket else None)
                                 for n in self.key_names)
+        self._defaults_seen: dict[tuple, dict[str, ConfigValue]] = {}
         if not callable(configs) and not list(configs):
             raise ValueError(f"autotune({self.name}): configs is empty")
 
@@ -372,10 +375,51 @@ class Autotuned:
     def run(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
         if len(args) > len(self.arg_names):
             raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
+        memo_key = self._default_memo_key(args, kwargs)
+        try:
+            tuned = self._defaults_seen.get(memo_key) if memo_key is not None else None
+        except TypeError:  # an unhashable argument value: decide without the memo
+            memo_key = tuned = None
+        if tuned is not None:
+            return self.fn.run(*args, grid=grid, **kwargs, **tuned)
         launch = Launch(self, args, kwargs, grid)
         for captured in _local.__dict__.get("captures", ()):
             captured.append(launch)
-        return launch.run(self.choose(launch))
+        config = self.choose(launch)
+        result = launch.run(config)
+        if memo_key is not None:
+            self._defaults_seen[memo_key] = config.kwargs
+        return result
+
+    def _default_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
+        """What the default config of this call depends on, when the default is what the
+        launch will use (no provider, no forced config, no capture): the key arguments
+        before bucketing (tensors by shape), the keywords, the tensor dtypes and the
+        backend. None otherwise, or when a key argument is not given at the call.
+
+        Memoising the default on it spares every repeated launch (a decode step) the
+        heuristic and the Config it builds; the contract for `default` is that it reads
+        nothing else.
+        """
+        if _provider is not None or _local.__dict__.get("forced") or _local.__dict__.get("captures"):
+            return None
+        parts: list[Any] = [len(args), *kwargs.items()]
+        for name in self.key_names:
+            position = self.arg_position[name]
+            if position < len(args):
+                value = args[position]
+            elif name in kwargs:
+                continue  # already part of the keywords
+            else:
+                return None
+            parts.append(tuple(value.shape) if isinstance(value, torch.Tensor) else value)
+        device = None
+        for value in args:
+            if isinstance(value, torch.Tensor):
+                parts.append(value.dtype)
+                device = device or value.device
+        parts.append(select_backend_name(device))
+        return tuple(parts)
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)

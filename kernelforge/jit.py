@@ -21,7 +21,7 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy
 import torch
@@ -98,7 +98,12 @@ class JITFunction:
         self._constexpr_order = tuple(n for n in params if n in self.constexpr_names)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
         self._launchers: dict[tuple, Callable] = {}
+        self._plans: dict[tuple, _LaunchPlan] = {}
         self._source_hash: str | None = None
+        # The fast path takes calls that pass every runtime argument positionally and
+        # constexprs by keyword; that needs the runtime parameters to come first.
+        runtime_first = self.arg_names[:len(self.runtime_names)] == self.runtime_names
+        self._fast_arity = len(self.runtime_names) if runtime_first else -1
 
     def __repr__(self) -> str:
         return f"<kf.jit {self.fn.__module__}.{self.fn.__qualname__}>"
@@ -238,6 +243,45 @@ class JITFunction:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
 
     def run(self, *args: Any, grid: Any, **kwargs: Any) -> None:
+        signature = self._call_signature(args, kwargs)
+        try:
+            plan = self._plans.get(signature) if signature is not None else None
+        except TypeError:  # an unhashable constexpr value: only the checked path handles it
+            signature = plan = None
+        backend = None
+        if plan is not None and select_backend_name(plan.device) == plan.backend_name:
+            backend = get_backend(plan.backend_name)
+            launch = self._launchers.get((id(backend), *plan.memo_key))
+            if launch is not None:
+                grid3 = _grid3(grid, self._bind(args, kwargs) if callable(grid) else {}, self.__name__)
+                if 0 not in grid3:
+                    self._invoke(launch, plan.backend_name, grid3, list(args))
+                return
+        self._run_checked(args, kwargs, grid, signature, backend)
+
+    def _call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
+        """What a checked launch's outcome depends on, read cheaply from the call: per
+        argument its dtype and device (tensors) or scalar type, the keywords' values and
+        KF_SANITIZE. None when the call is not of the fast path's shape (see `__init__`)
+        or an argument would fail the checks (the checked path then names it)."""
+        if len(args) != self._fast_arity:
+            return None
+        parts: list[Any] = [os.environ.get("KF_SANITIZE", "0")]
+        for value in args:
+            part = _fast_arg_signature(value)
+            if part is None:
+                return None
+            parts.append(part)
+        for name, value in kwargs.items():
+            # repr keeps 0.0 and -0.0 (equal, same hash) apart, as the specialisation key does.
+            parts.append((name, type(value), repr(value) if type(value) is float else value))
+        return tuple(parts)
+
+    def _run_checked(self, args: tuple, kwargs: dict[str, Any], grid: Any, signature: tuple | None,
+                     backend: Any = None) -> None:
+        """The launch with every check; remembers a plan for `signature` so that the next
+        call with the same signature skips binding and typing. `backend` is the one the
+        plan for `signature` selected, when there was a plan whose launcher was dropped."""
         options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs}
         for k, v in options.items():
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -246,19 +290,26 @@ class JITFunction:
         constexprs = self._constexprs(named)
         types, device = self._param_types(named)
         backend_name = select_backend_name(device)
-        backend = get_backend(backend_name)
+        if backend is None:
+            backend = get_backend(backend_name)
         type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (id(backend), device, os.environ.get("KF_SANITIZE", "0"), const_key, type_key)
-        launch = self._launchers.get(memo_key)
+        # Strings hash in C (ir types hash in Python), and the fast path hashes this key per call.
+        memo_key = (backend_name, device, os.environ.get("KF_SANITIZE", "0"), const_key, tuple(map(str, type_key)))
+        launch = self._launchers.get((id(backend), *memo_key))
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
-            self._launchers[memo_key] = launch
+            self._launchers[(id(backend), *memo_key)] = launch
+        if signature is not None:
+            self._plans[signature] = _LaunchPlan(device, backend_name, memo_key)
         grid3 = _grid3(grid, named, self.__name__)
         if 0 in grid3:
             return
+        self._invoke(launch, backend_name, grid3, [named[n] for n in self.runtime_names])
+
+    def _invoke(self, launch: Callable, backend_name: str, grid3: tuple[int, int, int], args: list) -> None:
         try:
-            launch(grid3, [named[n] for n in self.runtime_names])
+            launch(grid3, args)
         except IndexError as exc:
             if backend_name != "cpu":
                 raise
@@ -277,6 +328,30 @@ class JITFunction:
             source = backend.generate(compile_kernel(self.fn, types, constexprs))
             cache.put(backend_name, key, source)
         return backend.load(source, f"{self.__name__}_{key}")
+
+
+class _LaunchPlan(NamedTuple):
+    """What a checked launch settled for one call signature: the tensors' device, the
+    backend it selected and the key of the loaded launcher (less the backend's id)."""
+
+    device: torch.device | None
+    backend_name: str
+    memo_key: tuple
+
+
+def _fast_arg_signature(value: Any) -> Any:
+    """The part of a call signature one runtime argument contributes, or None when only
+    the checked path can type it (and report it, if it is wrong)."""
+    if isinstance(value, torch.Tensor):
+        return (value.dtype, value.device) if value.is_contiguous() else None
+    cls = type(value)
+    if cls is int:
+        return "i32" if -2**31 <= value < 2**31 else None
+    if cls is float:
+        return "fp32"
+    if cls is bool:
+        return "i1"
+    return None
 
 
 def _hash_sources(paths: Sequence[Path]) -> str:
@@ -308,8 +383,11 @@ def _backend_tag(backend: Any) -> str:
 
 
 def _grid3(grid: Any, named: Mapping[str, Any], name: str) -> tuple[int, int, int]:
-    if type(grid) is tuple and len(grid) == 3 and all(type(g) is int and g >= 0 for g in grid):
-        return grid
+    if type(grid) is tuple and all(type(g) is int and g >= 0 for g in grid):
+        if len(grid) == 3:
+            return grid
+        if len(grid) == 1:
+            return (grid[0], 1, 1)
     if callable(grid):
         grid = grid(dict(named))
     if isinstance(grid, (int, torch.SymInt)) and not isinstance(grid, bool):

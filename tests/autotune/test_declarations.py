@@ -82,6 +82,44 @@ def test_first_config_is_the_default_when_none_is_declared(make_scale):
     assert jit.calls[-1]["BLOCK"] == 32
 
 
+def test_default_is_decided_once_per_key_arguments_dtypes_and_keywords(make_scale):
+    asked = []
+
+    def default(args):
+        asked.append(args["n"])
+        return Config(BLOCK=32 if args["n"] > 50 else 16)
+
+    jit, at = make_scale(configs=(16, 32), default=default)
+    x, out = torch.arange(100.0), torch.empty(100)
+    for _ in range(3):
+        at[(1,)](out, x, 100)
+    at[(1,)](out[:10], x[:10], 10)
+    at[(1,)](out.double(), x.double(), 100)
+    assert asked == [100, 10, 100]
+    assert [c["BLOCK"] for c in jit.calls] == [32, 32, 32, 16, 32]
+
+
+def test_default_memo_does_not_hide_the_provider_or_a_forced_config(make_scale):
+    jit, at = make_scale(configs=(16, 32))
+    x, out = torch.arange(8.0), torch.empty(8)
+    at[(1,)](out, x, 8)
+
+    class Provider:
+        def get_config(self, autotuned, key, named_args):
+            return Config(BLOCK=32)
+
+    autotuning.set_config_provider(Provider())
+    at[(1,)](out, x, 8)
+    autotuning.set_config_provider(None)
+    with autotuning.forced_config(at, Config(BLOCK=32)):
+        at[(1,)](out, x, 8)
+    with autotuning.capture_launches() as launches:
+        at[(1,)](out, x, 8)
+    assert [c["BLOCK"] for c in jit.calls] == [16, 32, 32, 16] and len(launches) == 1
+    with pytest.raises(TypeError, match="tuned by autotune"):
+        at[(1,)](out, x, 8, BLOCK=16)
+
+
 def test_provider_answer_beats_default_and_none_falls_back(make_scale):
     jit, at = make_scale(configs=(16, 32))
     seen = []

@@ -153,6 +153,34 @@ def test_specialisation_key_is_types_and_constexprs_not_scalar_values(fake):
     assert len(fake.launches) == 5
 
 
+def test_repeated_launch_skips_binding_and_typing(fake, monkeypatch):
+    x, y = torch.zeros(64), torch.zeros(64)
+    copy_kernel[(1,)](x, y, 64, BLOCK=4)
+    typed = []
+    real = kf.JITFunction._param_types
+    monkeypatch.setattr(kf.JITFunction, "_param_types", lambda self, *a, **k: typed.append(1) or real(self, *a, **k))
+    copy_kernel[(2,)](y, x, 32, BLOCK=4)
+    assert typed == [] and fake.launches[-1][0] == (2, 1, 1) and fake.launches[-1][1][0] is y
+    copy_kernel[(1,)](x, y, 2**40, BLOCK=4)   # int64 scalar: the checked path, a new specialisation
+    assert typed == [1] and len(fake.generated) == 2
+
+
+def test_checks_still_run_after_a_good_launch(fake):
+    x, y = torch.zeros(16), torch.zeros(16)
+    copy_kernel[(1,)](x, y, 16, BLOCK=4)
+    with pytest.raises(ValueError, match="'src_ptr' is not contiguous"):
+        copy_kernel[(1,)](torch.zeros(4, 4).t(), y, 16, BLOCK=4)
+    with pytest.raises(ValueError, match="'dst_ptr' is on meta"):
+        copy_kernel[(1,)](x, torch.zeros(16, device="meta"), 16, BLOCK=4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'BLOK'"):
+        copy_kernel[(1,)](x, y, 16, BLOK=4)
+    with pytest.raises(ValueError, match="grid must be"):
+        copy_kernel[(1, 1, 1, 1)](x, y, 16, BLOCK=4)
+    with kf.backend("interpret"):
+        copy_kernel[(1,)](x, y, 16, BLOCK=4)
+    assert fake.selected[-1] == "interpret" and len(fake.generated) == 2
+
+
 def test_launch_options_are_accepted_and_checked(fake):
     copy_kernel[(1,)](torch.zeros(4), torch.zeros(4), 4, BLOCK=4, num_warps=4, num_stages=2)
     with pytest.raises(ValueError, match="num_warps"):
