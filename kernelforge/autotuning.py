@@ -439,7 +439,9 @@ def autotune(
         the shapes). key: argument names whose values select the config; bucket: per key
         name "pow2" (next power of two, for token counts), "exact" or `callable(int) -> int`.
     default: the heuristic used when the key was never tuned, a Config or
-        `callable(named_args) -> Config`; without it, the first config.
+        `callable(named_args) -> Config`; without it, the first config. It may read the
+        key arguments (unbucketed), the tensors' dtypes and device, and the keywords given
+        at launch, nothing else: its answer is memoised on those.
     outputs: arguments the kernel writes; the tuner checks each candidate's outputs
         against the default config's (None: every tensor argument is compared).
     restore_value: further arguments the kernel mutates; restored before every timed run.
