@@ -52,6 +52,8 @@ class EngineArgs:
 
 @dataclass
 class EngineStats:
+    """A snapshot for monitoring; running and waiting count requests (n siblings are one)."""
+
     running: int
     waiting: int
     kv_usage: float
@@ -288,13 +290,14 @@ class LLMEngine:
 
     # -- observability ---------------------------------------------------------------------
     def _update_gauges(self) -> None:
-        self.metrics.set_queue(len(self.scheduler.running), len(self.scheduler.waiting), self.block_manager.usage)
+        self.metrics.set_queue(*self.scheduler.request_counts(), self.block_manager.usage)
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
+        running, waiting = self.scheduler.request_counts()
         return EngineStats(
-            running=len(self.scheduler.running),
-            waiting=len(self.scheduler.waiting),
+            running=running,
+            waiting=waiting,
             kv_usage=bm.usage,
             prefix_cache_queries=bm.prefix_cache_queries,
             prefix_cache_hits=bm.prefix_cache_hits,

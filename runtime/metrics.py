@@ -35,8 +35,8 @@ class EngineMetrics:
             return Histogram(PREFIX + name, doc, labels, buckets=buckets,
                              registry=self.registry).labels(model_name)
 
-        self.num_requests_running = gauge("num_requests_running", "Sequences in model execution batches.")
-        self.num_requests_waiting = gauge("num_requests_waiting", "Sequences waiting to be processed.")
+        self.num_requests_running = gauge("num_requests_running", "Requests with a sequence in the model's batch.")
+        self.num_requests_waiting = gauge("num_requests_waiting", "Requests waiting to be processed (queued or preempted).")
         self.kv_cache_usage_perc = gauge("kv_cache_usage_perc", "KV-cache usage; 1 means 100 percent.")
         self.gpu_cache_usage_perc = gauge("gpu_cache_usage_perc", "Alias of kv_cache_usage_perc (vLLM v0 name).")
         self.num_preemptions = counter("num_preemptions", "Cumulative number of preemptions.")

@@ -64,6 +64,13 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def request_counts(self) -> tuple[int, int]:
+        """(running, waiting) requests, as vLLM reports them: a request with any sequence in
+        the batch is running; one whose sequences all wait (queued or preempted) is waiting."""
+        running = {seq.request_id for seq in self.running}
+        waiting = {seq.request_id for seq in self.waiting} - running
+        return len(running), len(waiting)
+
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         scheduled: set[int] = set()

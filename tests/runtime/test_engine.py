@@ -227,3 +227,19 @@ def test_generate_names_a_prompt_of_the_wrong_type(toy_engine):
     llm = LLM.from_engine(toy_engine())
     with pytest.raises(TypeError, match="prompts must be a string"):
         llm.generate(5)
+
+
+def test_running_and_waiting_count_requests_not_sequences(toy_engine):
+    engine = toy_engine(max_num_seqs=3)
+    engine.add_request("siblings", [1, 2, 3], SamplingParams(n=3, max_tokens=4, temperature=0.0))
+    engine.add_request("later", [2, 3], SamplingParams(max_tokens=4, temperature=0.0))
+    engine.step()
+    engine.step()
+    assert (len(engine.scheduler.running), len(engine.scheduler.waiting)) == (3, 1), "precondition"
+    stats = engine.stats()
+    assert (stats.running, stats.waiting) == (2, 0), "a request with one sibling in the batch is running"
+    text = generate_latest(engine.metrics.registry).decode()
+    assert 'kernelforge:num_requests_running{model_name="toy"} 2.0' in text
+    assert 'kernelforge:num_requests_waiting{model_name="toy"} 0.0' in text
+    run_all(engine, {})
+    assert (engine.stats().running, engine.stats().waiting) == (0, 0)
