@@ -17,7 +17,7 @@ per-lane masks) falls back to the gather/scatter in `runtime`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -114,12 +114,11 @@ def _no_overlap(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     return True
 
 
-def _cached(plans: dict, key: tuple, make: Callable[[], tuple]) -> tuple:
-    plan = plans.get(key)
-    if plan is None:
-        if len(plans) >= _PLAN_LIMIT:
-            plans.clear()
-        plan = plans[key] = make()
+def _remember(plans: dict, key: tuple, plan: tuple) -> tuple:
+    """Stores a freshly made plan (callers look plans up inline: this is the hot path)."""
+    if len(plans) >= _PLAN_LIMIT:
+        plans.clear()
+    plans[key] = plan
     return plan
 
 
@@ -151,6 +150,8 @@ def _read_view(grid: Grid, aff: Aff, box: Sequence[int], n: int) -> tuple | None
 def _view(t: torch.Tensor, P: Programs, plan_view: tuple) -> torch.Tensor:
     mode, sizes, strides, base, axis = plan_view
     view = t.as_strided(sizes, strides, t.storage_offset() + base)
+    if mode == "direct" and P.idx is None:
+        return view
     if mode == "tiles":
         return view.index_select(0, P.pid_index(axis))
     if mode == "reshape":
@@ -170,8 +171,22 @@ def _plan_load(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff
     if view is None:
         return ("gather", conds)
     if box is None:
-        return ("view", view, False, conds)
-    return ("view", view, tuple(box) != tuple(shape), ())
+        return ("view", view, None, conds)
+    return ("view", view, _pads(box, shape) if tuple(box) != tuple(shape) else None, ())
+
+
+def _padded(view: torch.Tensor, shape: tuple[int, ...], other: Value) -> torch.Tensor:
+    """`view` (trimmed on trailing block axes) padded to `shape` with `other`."""
+    box = view.shape[view.dim() - len(shape):]
+    return torch.constant_pad_nd(view, _pads(box, shape), other)
+
+
+def _pads(box: Sequence[int], shape: Sequence[int]) -> list[int]:
+    """`constant_pad_nd`'s pad list that grows trailing block axes from `box` to `shape`."""
+    pads: list[int] = []
+    for k, s in zip(reversed(box), reversed(shape)):
+        pads += [0, s - k]
+    return pads
 
 
 def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff] = (),
@@ -181,11 +196,13 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
     a padded copy when the mask only trims block axes, else a gather."""
     if active is not None and bool(active.all()):
         active = None  # every program runs (the usual case at decode): take the cached plan
-    n = extent(t)
+    n = t.numel() if t.is_contiguous() else extent(t)
     simple = mask is None and active is None and not isinstance(other, torch.Tensor)
     if simple and P.idx is None:
-        plan = _cached(_load_plans, (aff, shape, conds, P.grid, n),
-                       lambda: _plan_load(P.grid, aff, shape, conds, n, True))
+        key = (aff, shape, conds, P.grid, n)
+        plan = _load_plans.get(key)
+        if plan is None:
+            plan = _remember(_load_plans, key, _plan_load(P.grid, aff, shape, conds, n, True))
     else:
         plan = _plan_load(P.grid, aff, shape, conds, n, simple)
     kind = plan[0]
@@ -193,27 +210,16 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
         return torch.full(((P.G,) if any(aff[1]) else ()) + shape, other, dtype=t.dtype)
     if kind == "gather":
         return gather(flat(t), values(P, aff, shape), _and(mask, conds_mask(P, plan[1], shape), active), other)
-    _, view_plan, trimmed, rest = plan
+    _, view_plan, pads, rest = plan
     view = _view(t, P, view_plan)
-    if trimmed:
-        return _padded(view, shape, other)
-    m = _and(mask, conds_mask(P, rest, shape), active)
+    if pads is not None:
+        # constant_pad_nd measured 1.5-2x faster than an empty block filled by slice
+        # assignments, at decode sizes ([16, 576] -> 1024) and for multi-MB blocks.
+        return torch.constant_pad_nd(view, pads, other)
+    m = _and(mask, conds_mask(P, rest, shape), active) if rest or mask is not None or active is not None else None
     if m is None:
         return view.clone() if copy else view
     return torch.where(m, view, other)
-
-
-def _padded(view: torch.Tensor, shape: tuple[int, ...], other: Value) -> torch.Tensor:
-    """`view` (trimmed on trailing block axes) padded to `shape` with `other`.
-
-    `constant_pad_nd` measured 1.5-2x faster than an empty tensor filled by slice
-    assignments, both at decode sizes ([16, 576] -> 1024) and for multi-MB blocks.
-    """
-    box = view.shape[view.dim() - len(shape):]
-    pads: list[int] = []
-    for k, s in zip(reversed(box), reversed(shape)):
-        pads += [0, s - k]
-    return torch.constant_pad_nd(view, pads, other)
 
 
 # ---------------------------------------------------------------- stores
@@ -247,7 +253,8 @@ def _plan_store(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Af
     view = _write_view(grid, aff, box if box is not None else shape, n, per_program)
     if view is None:
         return ("scatter", conds)
-    return ("view", view, box, () if box is not None else conds)
+    trim = (Ellipsis, *(slice(0, k) for k in box)) if box is not None and box != shape else None
+    return ("view", view, box, () if box is not None else conds, trim, view[0][:len(view[0]) - len(shape)])
 
 
 def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value: Value,
@@ -255,18 +262,21 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
           active: torch.Tensor | None = None) -> None:
     """Masked store at affine offsets: a `copy_` into a view of distinct in-bounds elements,
     else a scatter."""
-    value = torch.as_tensor(value, dtype=t.dtype)
+    if not isinstance(value, torch.Tensor) or value.dtype != t.dtype:
+        value = torch.as_tensor(value, dtype=t.dtype)
     rank = len(shape)
     per_program = value.dim() > rank or active is not None or (mask is not None and mask.dim() > rank)
     if active is not None and bool(active.all()):
         active = None
-    n = extent(t)
+    n = t.numel() if t.is_contiguous() else extent(t)
     simple = mask is None and active is None
     if P.idx is not None:
         plan: tuple = ("scatter", _live(P.grid, conds, shape))
     elif simple:
-        plan = _cached(_store_plans, (aff, shape, conds, P.grid, n, per_program),
-                       lambda: _plan_store(P.grid, aff, shape, conds, n, per_program, True))
+        key = (aff, shape, conds, P.grid, n, per_program)
+        plan = _store_plans.get(key)
+        if plan is None:
+            plan = _remember(_store_plans, key, _plan_store(P.grid, aff, shape, conds, n, per_program, True))
     else:
         plan = _plan_store(P.grid, aff, shape, conds, n, per_program, False)
     kind = plan[0]
@@ -275,14 +285,13 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     if kind == "scatter":
         scatter(flat(t), values(P, aff, shape), value, _and(mask, conds_mask(P, plan[1], shape)), active)
         return
-    _, (sizes, strides, base), box, rest = plan
+    _, (sizes, strides, base), _, rest, trim, grid_sizes = plan
     view = t.as_strided(sizes, strides, t.storage_offset() + base)
-    if box is not None and box != shape and value.dim() >= rank:
-        value = value[(Ellipsis, *(slice(0, k) for k in box))]
-    grid_sizes = sizes[: len(sizes) - rank]
-    if value.dim() > rank:
+    if trim is not None and value.dim() >= rank:
+        value = value[trim]
+    if value.dim() > rank and (len(grid_sizes) != 1 or value.shape[0] != grid_sizes[0]):
         value = value.reshape((*grid_sizes, *value.shape[1:]))
-    m = _and(mask, conds_mask(P, rest, shape), active)
+    m = _and(mask, conds_mask(P, rest, shape), active) if rest or mask is not None or active is not None else None
     if m is None:
         view.copy_(value)
         return
@@ -297,9 +306,11 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     bounds, distinct), for computing the stored value straight into it; else None."""
     if P.idx is not None or (P.grid[1] > 1 and P.grid[2] * P.grid[0] > 1) or (P.grid[2] > 1 and P.grid[0] > 1):
         return None
-    n = extent(t)
-    plan = _cached(_store_plans, (aff, shape, conds, P.grid, n, True),
-                   lambda: _plan_store(P.grid, aff, shape, conds, n, True, True))
+    n = t.numel() if t.is_contiguous() else extent(t)
+    key = (aff, shape, conds, P.grid, n, True)
+    plan = _store_plans.get(key)
+    if plan is None:
+        plan = _remember(_store_plans, key, _plan_store(P.grid, aff, shape, conds, n, True, True))
     if plan[0] != "view" or plan[3] or (plan[2] is not None and plan[2] != shape):
         return None
     sizes, strides, base = plan[1]
