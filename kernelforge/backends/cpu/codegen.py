@@ -57,10 +57,11 @@ def literal(c: ir.Const) -> str:
 class CodeGen:
     """Emits the module for one kernel; `source()` returns it."""
 
-    def __init__(self, kernel: ir.Kernel, sanitize: bool = False) -> None:
+    def __init__(self, kernel: ir.Kernel, sanitize: bool = False, peepholes: bool = True) -> None:
         self.kernel = kernel
         self.sanitize = sanitize
         self.facts: Facts = analyze(kernel)
+        self.softmaxes = fusion.find_softmaxes(kernel) if peepholes else {}
         self.lines: list[str] = []
         self.consts: dict[str, str] = {}  # module-level constant expr -> name
         self.names: dict[str, str] = {}
@@ -71,7 +72,8 @@ class CodeGen:
         self.roots: set[str] = set()
         # Sanitized code checks materialised offsets, so it takes no affine shortcuts.
         self.accesses = {} if sanitize else affine.analyze_accesses(kernel, self.facts)
-        self.live = affine.live_assigns(kernel, self.accesses)
+        self.live = affine.live_assigns(kernel, self.accesses) - {
+            i for chain in self.softmaxes.values() for i in chain.covered}
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
         self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
@@ -215,7 +217,7 @@ class CodeGen:
             del self.lines[mark:]
             if not text:  # dead, or deferred into a fused store
                 continue
-            if regions.eligible(stmt, self.py(stmt.dst), text):
+            if regions.eligible(stmt, self.py(stmt.dst), text) and id(stmt) not in self.softmaxes:
                 region.stmts.append(stmt)
                 region.lines.append(text[0].strip())
             else:
@@ -344,13 +346,12 @@ class CodeGen:
 
     def expr(self, s: ir.Assign) -> str:
         op, args, t = s.op, s.args, s.dst.type
+        if id(s) in self.softmaxes:  # reads the chain's source, not the (dead) operands
+            return fusion.out_call(self, s, self.scratch_buffer(s) if id(s) in self.scratch else None)
         if id(s) in self.inplace:  # the first operand is a dead temporary: reuse its buffer
             return fusion.out_call(self, s, self.val(args[0]))
         if id(s) in self.scratch:  # a once-per-launch temporary: reuse last launch's buffer
-            shape = ("P.G, " if self.varying(s.dst) else "") + "".join(f"{n}, " for n in t.shape)
-            key = f"{self.kernel.name}.{len(self.scratch_keys)}"
-            self.scratch_keys.append(key)
-            return fusion.out_call(self, s, f"rt.scratch({key!r}, ({shape.rstrip(', ')},), {torch_dtype(t.dtype)})")
+            return fusion.out_call(self, s, self.scratch_buffer(s))
         rank = len(t.shape)
         if op in _BINARY:
             return f"{self.val(args[0], rank)} {_BINARY[op]} {self.val(args[1], rank)}"
@@ -421,6 +422,14 @@ class CodeGen:
             return f"rt.dot({self.val(args[0])}, {self.val(args[1])}, {acc}, {torch_dtype(t.dtype)}{inplace})"
         raise ir.VerificationError(f"cpu backend: {op!r} is not an IR op (ir.verify rejects it)")
 
+    def scratch_buffer(self, s: ir.Assign) -> str:
+        """A buffer kept from the previous launch for `s`'s result (see `fusion.find_scratch`)."""
+        t = s.dst.type
+        shape = ("P.G, " if self.varying(s.dst) else "") + "".join(f"{n}, " for n in t.shape)
+        key = f"{self.kernel.name}.{len(self.scratch_keys)}"
+        self.scratch_keys.append(key)
+        return f"rt.scratch({key!r}, ({shape.rstrip(', ')},), {torch_dtype(t.dtype)})"
+
     def cast(self, a: ir.Operand, t: ir.BlockType) -> str:
         if a.type.dtype == t.dtype or t.is_pointer:
             return self.val(a)
@@ -482,6 +491,8 @@ class CodeGen:
         return out
 
 
-def generate(kernel: ir.Kernel, sanitize: bool = False) -> str:
-    return CodeGen(kernel, sanitize).source()
+def generate(kernel: ir.Kernel, sanitize: bool = False, peepholes: bool = True) -> str:
+    """The module for `kernel`; `peepholes=False` keeps recognised idioms op by op (tests
+    compare the two)."""
+    return CodeGen(kernel, sanitize, peepholes).source()
 

@@ -20,10 +20,12 @@ by copies of dot results that feed it, and it is not merged by predication.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kernelforge import ir
-from kernelforge.backends.cpu.analysis import Facts, operand_names, references
+from kernelforge.backends.cpu.analysis import Facts, assigned, operand_names, references
 
 if TYPE_CHECKING:
     from kernelforge.backends.cpu.codegen import CodeGen
@@ -84,9 +86,12 @@ def _has_out_form(s: ir.Assign, facts: Facts) -> bool:
     return False
 
 
-def out_call(gen: "CodeGen", s: ir.Assign, target: str) -> str:
-    """The statement computing `s` into `target`."""
+def out_call(gen: "CodeGen", s: ir.Assign, target: str | None, shared: bool = False) -> str:
+    """The statement computing `s` into `target`, which is `shared` when it views an
+    argument (None: a new tensor, for a softmax)."""
     rank = len(s.dst.type.shape)
+    if id(s) in gen.softmaxes:
+        return _softmax_call(gen, s, gen.softmaxes[id(s)], target, shared)
     if s.op == "cast":
         return f"{target}.copy_({gen.val(s.args[0], rank)})"
     fn = _BINARY.get(s.op) or _UNARY[s.op]
@@ -246,3 +251,164 @@ def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], priv
 
     visit(kernel.body)
     return out
+
+
+
+# ------------------------------------------------------------------ softmax peephole
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """A recognised `exp(x - max(x)) / sum(exp(x - max(x)))` along one block axis.
+
+    `source` is `x`, `axis` its block axis, `covered` the `id()`s of the chain's other
+    statements (max, subtract, exp, sum, their casts and broadcasts): dead once the
+    division is computed as one `torch.softmax`.
+    """
+
+    source: ir.Var
+    axis: int
+    covered: frozenset[int]
+
+
+def find_softmaxes(kernel: ir.Kernel) -> dict[int, Softmax]:
+    """`id()` of each division that ends a softmax chain -> the chain (a peephole).
+
+    Eagerly the chain is five passes over the block, torch's softmax one. The result is
+    the same function, computed in the division's float type (the DSL's fp32 upcast for
+    fp16/bf16 blocks) and rounded once instead of after every op. Masked lanes need no
+    special case: they hold `other` in both forms. Every intermediate must be a
+    single-use temporary of the same block, so nothing else observes it, and the source
+    must not be reassigned before the division, which reads it in their place.
+    """
+    refs = references(kernel.body)
+    out: dict[int, Softmax] = {}
+
+    def visit(block: ir.Block) -> None:
+        defs: dict[str, ir.Assign] = {}
+        for pos, st in enumerate(block.stmts):
+            if isinstance(st, ir.For):
+                visit(st.body)
+            elif isinstance(st, ir.If):
+                visit(st.then_body)
+                visit(st.else_body)
+            elif isinstance(st, ir.Assign):
+                found = _match_softmax(st, defs, refs) if st.op == "truediv" else None
+                if found is not None and not _reassigned_before(block.stmts[:pos], found):
+                    out[id(st)] = found
+                defs[st.dst.name] = st
+
+    visit(kernel.body)
+    return out
+
+
+def _reassigned_before(stmts: list[ir.Stmt], found: Softmax) -> bool:
+    """Whether the source changes between the chain's first statement and the division."""
+    first = min(i for i, st in enumerate(stmts) if id(st) in found.covered)
+    return any(found.source.name in assigned(ir.Block([st])) for st in stmts[first:])
+
+
+class _Chain:
+    """Walks a value back through the single-use definitions of one block."""
+
+    def __init__(self, defs: dict[str, ir.Assign], refs: Counter) -> None:
+        self.defs, self.refs = defs, refs
+        self.covered: list[int] = []
+        self.expanded: list[int] = []  # axes of the `expand_dims` passed by `unwrap`
+
+    def unwrap(self, op: ir.Operand, broadcasts: bool = False) -> ir.Operand:
+        """The source of `op` through single-use float casts (and broadcasts if asked)."""
+        while isinstance(op, ir.Var) and self.refs[op.name] == 2 and op.name in self.defs:
+            d = self.defs[op.name]
+            if d.op in ("broadcast_to", "expand_dims") and broadcasts:
+                if d.op == "expand_dims":
+                    self.expanded.append(d.attrs["axis"])
+            elif not _is_float_cast(d):
+                break
+            self.covered.append(id(d))
+            op = d.args[0]
+        return op
+
+    def defined_by(self, op: ir.Operand, kind: str, uses: int = 1) -> ir.Assign | None:
+        """The `kind` statement defining `op`, when `op` is read exactly `uses` times."""
+        if not isinstance(op, ir.Var) or self.refs[op.name] != uses + 1 or op.name not in self.defs:
+            return None
+        d = self.defs[op.name]
+        if d.op != kind:
+            return None
+        self.covered.append(id(d))
+        return d
+
+    def broadcast_back(self, op: ir.Operand, reduction: str, axis: int | None) -> ir.Assign | None:
+        """The `reduction` whose result `op` broadcasts back along `axis` (None: any axis)."""
+        self.expanded.clear()
+        d = self.defined_by(self.unwrap(op, broadcasts=True), reduction)
+        if d is None or (axis is not None and _axis(d) != axis) or _axis(d) is None:
+            return None
+        keep, rank = bool(d.attrs.get("keep_dims", False)), len(d.args[0].type.shape)
+        ok = (self.expanded == [] if keep else
+              self.expanded in ([], [_axis(d)]) if rank == 1 else self.expanded == [_axis(d)])
+        return d if ok else None
+
+
+def _is_float_cast(d: ir.Assign) -> bool:
+    return d.op == "cast" and d.args[0].type.dtype.is_float and d.dst.type.dtype.is_float
+
+
+def _axis(d: ir.Assign) -> int | None:
+    """The block axis a reduction runs along (a whole 1-D block counts as axis 0)."""
+    axis = d.attrs.get("axis")
+    if axis is None:
+        return 0 if len(d.args[0].type.shape) == 1 else None
+    return axis
+
+
+def _match_softmax(div: ir.Assign, defs: dict[str, ir.Assign], refs: Counter) -> Softmax | None:
+    if not div.dst.type.dtype.is_float or not div.dst.type.shape:
+        return None
+    chain = _Chain(defs, refs)
+    total = chain.broadcast_back(div.args[1], "sum", None)
+    if total is None:
+        return None
+    exp = chain.unwrap(div.args[0])  # the exp result, shared by the sum and the division
+    if not isinstance(exp, ir.Var) or chain.unwrap(total.args[0]) != exp:
+        return None
+    exp_def = chain.defined_by(exp, "cast", uses=2) or chain.defined_by(exp, "exp", uses=2)
+    if exp_def is not None and exp_def.op == "cast":
+        exp_def = chain.defined_by(chain.unwrap(exp_def.args[0]), "exp") if _is_float_cast(exp_def) else None
+    shifted = chain.defined_by(chain.unwrap(exp_def.args[0]), "sub") if exp_def is not None else None
+    if shifted is None or not isinstance(shifted.args[0], ir.Var):
+        return None
+    source = shifted.args[0]
+    peak = chain.broadcast_back(shifted.args[1], "max", _axis(total))
+    if (peak is None or peak.args[0] != source or not source.type.dtype.is_float
+            or source.type.shape != div.dst.type.shape):
+        return None
+    return Softmax(source, _axis(total), frozenset(chain.covered))
+
+
+def _softmax_call(gen: "CodeGen", s: ir.Assign, chain: Softmax, target: str | None, shared: bool) -> str:
+    """`torch.softmax` of the chain's source in the division's dtype, into `target` if given.
+
+    With another dtype than the source's it computes in the wider of the two (fp32 for
+    fp16 against bf16), so a narrow result never narrows the input first. A `shared`
+    target (a view of an argument) takes `out=` only when the source lives in other
+    memory: the chain reads all of its block before it writes, one softmax row by row.
+    """
+    dim = chain.axis + gen.dims(chain.source)
+    x = gen.val(chain.source)
+    src, dst = chain.source.type.dtype, s.dst.type.dtype
+    if src != dst:
+        wide = max(src, dst, key=lambda d: d.bits)
+        compute = wide if wide.bits >= 32 else ir.DType.float32
+        value = f"torch.softmax({x}, dim={dim}, dtype={gen.store_dtype(ir.BlockType(compute))})"
+        if compute != dst:
+            value += f".to({gen.store_dtype(s.dst.type)})"
+        return value if target is None else f"{target}.copy_({value})"
+    if target is None:
+        return f"torch.softmax({x}, dim={dim})"
+    into = f"torch._softmax({x}, {dim}, False, out={target})"
+    if not shared:
+        return into
+    return (f"{into} if {x}.untyped_storage().data_ptr() != {target}.untyped_storage().data_ptr() "
+            f"else {target}.copy_(torch.softmax({x}, dim={dim}))")

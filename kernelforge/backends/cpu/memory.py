@@ -176,7 +176,7 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
     gen.emit(f"{target} = views.store_target({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
              f"{_mask_args(gen, mask, acc.mask)})")
     gen.emit(f"if {target} is not None:  # every lane is written: compute in place")
-    gen.emit(f"    {fusion.out_call(gen, definition, target)}")
+    gen.emit(f"    {fusion.out_call(gen, definition, target, shared=True)}")
     gen.emit("else:")
     gen.depth += 1
     gen.emit_assign(definition, now=True)
