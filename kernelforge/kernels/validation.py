@@ -110,11 +110,10 @@ def check_rotary_embedding(
     rot_dim = cos_sin_cache.shape[1]
     if rot_dim % 2 or rot_dim == 0 or rot_dim > head_size:
         _fail(op, f"cos_sin_cache's last dim (rot_dim) must be even and in 2..head_size={head_size}, got {rot_dim}")
-    if reads_contents(positions) and num_tokens and (
-        int(positions.min()) < 0 or int(positions.max()) >= cos_sin_cache.shape[0]
-    ):
-        _fail(op, f"positions must lie in [0, {cos_sin_cache.shape[0]}) (cos_sin_cache rows), "
-                  f"got {int(positions.min())}..{int(positions.max())}")
+    if reads_contents(positions) and num_tokens:
+        lo, hi = (int(v) for v in torch.aminmax(positions))  # one pass: this runs on every call
+        if lo < 0 or hi >= cos_sin_cache.shape[0]:
+            _fail(op, f"positions must lie in [0, {cos_sin_cache.shape[0]}) (cos_sin_cache rows), got {lo}..{hi}")
 
 
 def check_kv_cache(op: str, key_cache: Tensor, value_cache: Tensor, dev: torch.device) -> None:
