@@ -66,6 +66,7 @@ def cached_model_dir(gguf_path: str | os.PathLike) -> Path:
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         convert_gguf(path, scratch)
+        (scratch / "source").write_text(str(path))
         try:
             scratch.rename(target)
         except OSError:  # another process finished the same conversion first; use theirs
@@ -73,7 +74,17 @@ def cached_model_dir(gguf_path: str | os.PathLike) -> Path:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    _remove_stale_conversions(path, keep=target)
     return target
+
+
+def _remove_stale_conversions(gguf_path: Path, keep: Path) -> None:
+    """Delete this GGUF's older conversions (from before the file was reinstalled or
+    changed, or from an older cache format): each is the size of the fp32 weights."""
+    for old in keep.parent.glob("gguf-*"):
+        source = old / "source"
+        if old != keep and source.is_file() and source.read_text() == str(gguf_path):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:

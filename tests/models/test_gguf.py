@@ -110,6 +110,22 @@ def test_conversion_is_cached_until_the_file_changes(tmp_path, monkeypatch):
         load_model(path, device="cpu")
 
 
+def test_a_changed_file_replaces_its_old_conversion(tmp_path):
+    path, other = tmp_path / "tiny.gguf", tmp_path / "other.gguf"
+    write_gguf(random_model("llama"), path)
+    write_gguf(random_model("llama"), other)
+    load_model(path, device="cpu")
+    load_model(other, device="cpu")
+    cache = tmp_path / "cache" / "models"
+    before = {d.name for d in cache.iterdir()}
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    load_model(path, device="cpu")
+    after = {d.name for d in cache.iterdir()}
+    assert len(before) == len(after) == 2, "the stale conversion of tiny.gguf is gone; other.gguf's stays"
+    assert len(before & after) == 1
+
+
 def test_unsupported_gguf_architecture_lists_supported_ones(tmp_path):
     writer = gguf.GGUFWriter(tmp_path / "phi.gguf", arch="phi2")
     tokens, merges, types = byte_level_vocab()
