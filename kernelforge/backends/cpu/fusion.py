@@ -16,6 +16,11 @@ An accumulator (`acc = kl.dot(a, b, acc)` in a loop) is updated in place by
 `baddbmm_` when nothing else can hold its tensor: it is assigned only by its
 initialisation (which is then copied once, so no constant or argument is shared) and
 by copies of dot results that feed it, and it is not merged by predication.
+
+One peephole: the softmax idiom (`max`, subtract, `exp`, `sum`, divide along one
+block axis, the Triton tutorial's row softmax) becomes one `torch.softmax`, a single
+fused pass instead of five (`find_softmaxes`; `codegen.generate(peepholes=False)`
+keeps the op-by-op chain, which the tests compare it with).
 """
 
 from __future__ import annotations

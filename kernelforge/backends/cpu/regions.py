@@ -1,12 +1,12 @@
 """Compute regions: straight-line tensor math pulled out into module-level functions.
 
 Between two memory operations a kernel is usually a run of pure elementwise and
-reduction ops (softmax: max, subtract, exp, sum, divide). The code generator emits
+reduction ops (a norm: square, mean, rsqrt, multiply). The code generator emits
 each such run of two or more statements as a function `_compute_N(inputs) ->
 outputs` and calls it from `launch`. Eagerly that costs one Python call; its point is
 `KF_CPU_COMPILE=1`, under which `CPUBackend.load` hands every region to
-`torch.compile`: Inductor fuses the run into one C++ loop nest, so a softmax row makes
-one or two passes over memory instead of five. The regions hold no loads, stores,
+`torch.compile`: Inductor fuses the run into one C++ loop nest, so a row makes one or
+two passes over memory instead of one per op. The regions hold no loads, stores,
 program ids, masks or Python control flow, so they trace as single graphs.
 """
 
