@@ -185,3 +185,27 @@ def test_softmax_in_place_over_its_own_input(n_cols):
     want[:, :n_cols] = torch.softmax(x[:, :n_cols], dim=1)
     row_softmax[(5,)](x, x, 16, n_cols, BLOCK=16)
     torch.testing.assert_close(x, want)
+
+
+@kf.jit
+def scaled_softmax_sum(out_ptr, in_ptr, limit, scale, BLOCK: kl.constexpr):
+    """A computed source, the softmax read by another op, the chain under a divergent `if`."""
+    row = kl.program_id(0)
+    cols = kl.arange(0, BLOCK)
+    x = kl.load(in_ptr + row * BLOCK + cols) * scale
+    total = kl.sum(x, axis=0)
+    if row < limit:
+        num = kl.exp(x - kl.max(x, axis=0))
+        p = num / kl.sum(num, axis=0)
+        total = kl.sum(p * cols.to(kl.float32), axis=0)
+    kl.store(out_ptr + row, total)
+
+
+def test_softmax_of_a_computed_block_under_a_divergent_if():
+    x = torch.randn(6, 16)
+    got, want, source = run_both(scaled_softmax_sum, (torch.empty(6), x, 4, 0.5), {"BLOCK": 16}, (6, 1, 1))
+    assert "softmax(" in source
+    assert_same(got, want)
+    p = torch.softmax(x * 0.5, dim=1)
+    expected = torch.where(torch.arange(6) < 4, (p * torch.arange(16)).sum(1), (x * 0.5).sum(1))
+    torch.testing.assert_close(got, expected)
