@@ -43,6 +43,8 @@ MAX_SEGMENTS = 16
 # Elements of one K (or V) tile across all programs of a CPU launch: 4M keeps the int64
 # offsets of a tile at 32 MB.
 CPU_TILE_ELEMENTS = 1 << 22
+# Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
+CPU_SEGMENT_KEYS = 128
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
@@ -86,16 +88,24 @@ def _default(args: dict) -> kf.Config:
     """The largest tile that fits: up to 64 keys on NPU/GPU (within the UB budget; fp32 with
     head size 256 fits none, the NPU then rejects the smallest with the compiler's error). On the
     CPU backend every tile is one round of batched torch ops over all programs, so a tile
-    covers a segment's whole context (up to 256 keys) unless the batch's tiles together
-    would pass CPU_TILE_ELEMENTS, which keeps the temporaries of a tile cache-sized."""
+    covers a segment's whole context (up to 256 keys) unless the tiles of the programs that
+    can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries."""
     if not on_cpu_backend(args["query_ptr"].device):
         return [c for c in _configs(args) if c["TILE"] <= 64][-1]
     block_q = _geometry(args, 16)["BLOCK_M"] // args["GROUP"]
-    programs = num_q_blocks(args["num_tokens"], args["num_seqs"], block_q) * args["num_kv_heads"] * args["NUM_SEGMENTS"]
+    items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_q) * args["num_kv_heads"]
     seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
-    budget = CPU_TILE_ELEMENTS // (programs * args["HEAD_PAD"])
-    tile = min(256, next_power_of_2(seg_len), 1 << max(0, budget.bit_length() - 1))
-    return _geometry(args, max(16, tile))
+    tile = min(256, next_power_of_2(seg_len))
+    while tile > 16 and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
+        tile //= 2
+    return _geometry(args, tile)
+
+
+def _cpu_tile_elements(items: int, args: Mapping[str, Any], tile: int) -> int:
+    """Elements of one K tile across the programs that can be scanning at once: segments past
+    the longest context hold no keys (the CPU backend compacts those programs away)."""
+    busy_segments = min(args["NUM_SEGMENTS"], math.ceil(args["max_seqlen_k"] / tile))
+    return items * busy_segments * tile * args["HEAD_PAD"]
 
 
 @kf.jit
@@ -205,20 +215,20 @@ def _attend(
     for tile_start in range(seg_start, seg_end, TILE):
         k_pos = tile_start + offs_t
         k_valid = k_pos < seg_end
-        block = kl.load(block_table_ptr + seq * block_table_stride + k_pos // BLOCK_SIZE,
-                        mask=k_valid, other=0).to(kl.int64)
-        slot_off = (block * BLOCK_SIZE + k_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
+        # Positions past the segment read its last key again instead of being masked: that
+        # slot was written, so its K and V are finite (stale cache memory may hold NaN, and
+        # 0 * NaN would leak into the accumulator), and their scores are masked below.
+        # The loads then need no mask, which saves the CPU backend a pass over V.
+        slot_pos = kl.minimum(k_pos, seg_end - 1)
+        block = kl.load(block_table_ptr + seq * block_table_stride + slot_pos // BLOCK_SIZE).to(kl.int64)
+        slot_off = (block * BLOCK_SIZE + slot_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
         # K and V share one [TILE, HEAD_PAD] offset block.
         kv_offsets = slot_off[:, None] + offs_d[None, :]
         if HEAD_SIZE == HEAD_PAD:
-            # Unmasked: a position past the segment reads a real slot of the block the
-            # masked block-table load gave it (block 0), and its score is masked below.
-            # V rows there are zeroed, since stale cache memory may hold NaN and 0 * NaN
-            # would leak into the accumulator.
             k = kl.load(key_cache_ptr + kv_offsets)
-            v = kl.where(k_valid[:, None], kl.load(value_cache_ptr + kv_offsets), 0.0)
+            v = kl.load(value_cache_ptr + kv_offsets)
         else:
-            kv_mask = k_valid[:, None] & d_mask[None, :]
+            kv_mask = kl.broadcast_to(d_mask[None, :], (TILE, HEAD_PAD))
             k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
         scores = kl.dot(q, kl.trans(k)) * scale
@@ -315,23 +325,40 @@ def _merge_segments_kernel(
 
 
 def num_kv_segments(num_seqs: int, num_kv_heads: int, max_seqlen_q: int, max_seqlen_k: int,
-                    device: torch.device) -> int:
+                    device: torch.device, head_pad: int = 128) -> int:
     """How many KV segments each (sequence, KV head) of a batch is split into (1: no split).
 
     Split only pure decode batches (max_seqlen_q == 1: a prefill block already has
-    BLOCK_Q rows of work per tile) whose (sequence, KV head) items number fewer than the
-    machine wants in flight: the vector cores on an NPU, the SMs on a GPU, and on the CPU
-    backend a batch of 256 programs, below which each sequential tile round is dominated
-    by per-op overhead. Segments double until there are enough items, a segment would
-    be shorter than 256 keys, or MAX_SEGMENTS is reached.
+    BLOCK_Q rows of work per tile). On an NPU or GPU, split while the (sequence, KV head)
+    items number fewer than the machine wants in flight (its vector cores or SMs): segments
+    double until there are enough items, a segment would be shorter than 256 keys, or
+    MAX_SEGMENTS is reached. The CPU backend follows `_cpu_kv_segments`.
     """
     if max_seqlen_q != 1:
         return 1
-    wanted = 256 if on_cpu_backend(device) else kf.num_cores("vector", device)
     items = num_seqs * num_kv_heads
+    if on_cpu_backend(device):
+        return _cpu_kv_segments(items, max_seqlen_k, head_pad)
     segments = 1
-    while (segments < MAX_SEGMENTS and items * segments < wanted
+    while (segments < MAX_SEGMENTS and items * segments < kf.num_cores("vector", device)
            and max_seqlen_k >= 2 * segments * 256):
+        segments *= 2
+    return segments
+
+
+def _cpu_kv_segments(items: int, max_seqlen_k: int, head_pad: int) -> int:
+    """Segments of about CPU_SEGMENT_KEYS keys, while the batch's keys fit CPU_TILE_ELEMENTS.
+
+    The CPU backend runs all programs' tiles as one batch per step, up to the longest
+    program's trip count. With segments that short every program scans one tile, so a
+    ragged batch costs the keys it has (rounded up to a tile per sequence) rather than its
+    longest context times its size: segments past a short context are empty programs,
+    which the backend compacts away. Batches whose keys pass the budget keep fewer,
+    longer segments that take several steps.
+    """
+    segments = 1
+    while (segments < MAX_SEGMENTS and segments * CPU_SEGMENT_KEYS < max_seqlen_k
+           and items * min(2 * segments * CPU_SEGMENT_KEYS, max_seqlen_k) * head_pad <= CPU_TILE_ELEMENTS):
         segments *= 2
     return segments
 
@@ -364,7 +391,7 @@ def paged_attention(
     if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
         return
     head_pad = next_power_of_2(head_size)
-    segments = num_kv_segments(num_seqs, num_kv_heads, max_seqlen_q, max_seqlen_k, query.device)
+    segments = num_kv_segments(num_seqs, num_kv_heads, max_seqlen_q, max_seqlen_k, query.device, head_pad)
     rows = num_tokens * num_heads
     if segments > 1:
         m_part = torch.empty(rows * segments, dtype=torch.float32, device=query.device)

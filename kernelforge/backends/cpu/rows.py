@@ -7,10 +7,11 @@ along them is one strided run ("row") starting at a per-row offset. One
 `index_select` (load) or `index_copy_` / `index_put_` (store) of whole rows replaces
 a gather or scatter of every element, and masks that are per row (the `if slot >= 0`
 of the active programs, `k_valid[:, None]`) act on the few row starts, never on every
-lane. Rows whose starts are all multiples of a dense run's length are addressed
-through a non-overlapping `[n // L, L]` view: `index_select` / `index_copy_` on that
-take torch's contiguous row-copy path, several times faster than on an overlapping
-window view. Per-lane masks that vary along both the rows and the run (a per-row
+lane. Loads read rows through an overlapping window view of the memory (as fast as
+a non-overlapping row view for `index_select`, and it needs no alignment check).
+Stores whose starts are all multiples of a dense run's length write through a
+non-overlapping `[n // L, L]` view, where `index_copy_` takes torch's contiguous
+row-copy path. Per-lane masks that vary along both the rows and the run (a per-row
 length) fall back to the element gather/scatter of `runtime`.
 """
 
@@ -62,6 +63,7 @@ class _Rows:
     lead: int  # G when the access differs between programs, else 1
     start: torch.Tensor  # int64 [lead, *outer, 1, ...]: each row's first element
     keep: torch.Tensor | None  # bool [lead, *outer, 1, ...] (expanded): rows that are on
+    fill: torch.Tensor | None  # bool, like keep but ignoring `active`: rows whose loaded value matters
     lanes: torch.Tensor | None  # bool, varying along rows and run: per-lane mask (slow path)
     run_conds: list  # conditions on the run axes only
     box: tuple[int, ...] | None  # valid lanes when the run conditions trim the run; None: cannot
@@ -88,13 +90,14 @@ def _split(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_progra
     box = _clip(_live(P.grid, run_conds, shape), shape) if run_conds else tuple(shape)
     lead = P.G if per_program else 1
     start = _evaluate(P, (base, pid, blk[:inner] + (0,) * len(run)), dyn, rows_shape)
-    keep = None
+    fill = None
     for c_aff, c_dyn in row_conds:
         m = _evaluate(P, c_aff, c_dyn, rows_shape) < 0
-        keep = m if keep is None else keep & m
+        fill = m if fill is None else fill & m
     for v, _, dims, varies in masks:
         m = _place(v, dims, len(shape), varies)
-        keep = m if keep is None else keep & m
+        fill = m if fill is None else fill & m
+    keep = fill
     if active is not None:
         a = active.view(-1, *([1] * len(shape)))
         keep = a if keep is None else keep & a
@@ -103,9 +106,8 @@ def _split(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_progra
         m = _evaluate(P, c_aff, c_dyn, shape) < 0
         lanes = m if lanes is None else lanes & m
     start = start.expand(lead, *rows_shape)
-    if keep is not None:
-        keep = keep.expand(lead, *rows_shape)
-    return _Rows(lead, start, keep, lanes, run_conds, box, tuple(blk[inner:]))
+    keep, fill = (None if m is None else m.expand(lead, *rows_shape) for m in (keep, fill))
+    return _Rows(lead, start, keep, fill, lanes, run_conds, box, tuple(blk[inner:]))
 
 
 def _dense_length(run_blk: Sequence[int], box_run: Sequence[int]) -> int | None:
@@ -146,7 +148,7 @@ def load_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], in
         box_run = tuple(box[inner:])
         span_run = sum(c * (k - 1) for c, k in zip(r.run_blk, box_run))
         idx = (r.start if r.keep is None else torch.where(r.keep, r.start, 0)).reshape(-1)
-        result = _read_rows(t, n, idx, r.run_blk, box_run, span_run)
+        result = _read_rows(t, n, idx, r.run_blk, box_run, span_run, checked=r.lanes is not None)
         if result is not None:
             result = result.view(r.lead, *outer, *box_run)
             if box_run != run:
@@ -162,24 +164,31 @@ def load_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], in
 
 
 def _read_rows(t: torch.Tensor, n: int, idx: torch.Tensor, run_blk: tuple[int, ...],
-               box_run: tuple[int, ...], span_run: int) -> torch.Tensor | None:
-    """`[len(idx), *box_run]` rows starting at `idx`, or None when some row leaves `t`."""
+               box_run: tuple[int, ...], span_run: int, checked: bool) -> torch.Tensor | None:
+    """`[len(idx), *box_run]` rows starting at `idx`, read through a window view of `t`.
+
+    Returns None (read lane by lane instead) when `t` is shorter than a run, or, when
+    `checked`, when some row leaves `t`: per-lane masks may keep its lanes past the end
+    off. Otherwise every row is on or moved to offset 0, so a row leaving `t` is a fault,
+    which `index_select` reports as an IndexError without a pass over the offsets here.
+    """
     if n <= span_run or idx.numel() == 0:
         return None
-    lo, hi = torch.aminmax(idx)
-    if int(lo) < 0 or int(hi) >= n - span_run:
-        return None
-    length = _dense_length(run_blk, box_run)
-    view = _row_view(t, n, length, idx) if length is not None else None
-    if view is not None:
-        return view.index_select(0, idx // length)
+    if checked:
+        lo, hi = torch.aminmax(idx)
+        if int(lo) < 0 or int(hi) >= n - span_run:
+            return None
     windows = t.as_strided((n - span_run, *box_run), (1, *run_blk), t.storage_offset())
     return windows.index_select(0, idx)
 
 
 def _mask_rows(result: torch.Tensor, r: _Rows, other: Value) -> torch.Tensor:
-    """Sets the lanes of rows (or lanes) that are off to `other`; nothing when all are on."""
-    lane_keep = r.keep if r.lanes is None else (r.lanes if r.keep is None else r.keep & r.lanes)
+    """Sets the lanes of rows (or lanes) that are off to `other`; nothing when all are on.
+
+    Rows off only because their program is not executing (`active`) keep what was read:
+    predication discards every value such a program computes.
+    """
+    lane_keep = r.fill if r.lanes is None else (r.lanes if r.fill is None else r.fill & r.lanes)
     if lane_keep is None or bool(lane_keep.all()):
         return result
     if isinstance(other, torch.Tensor):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kernel_cases import ATTN_TOL, DTYPES, PagedBatch, backend_param, make_paged_batch, sequences
 
 import kernelforge as kf
+from kernelforge.autotuning import capture_launches
 from kernelforge.kernels import paged_attention, reference
 
 attention_module = importlib.import_module("kernelforge.kernels.paged_attention")
@@ -118,6 +119,73 @@ def test_split_rule():
     assert split(1, 3, 1, 128, cpu) == 1, "short contexts are not split"
     assert split(512, 8, 1, 2048, cpu) == 1, "enough work items already"
     assert split(1, 1, 1, 1 << 20, cpu) <= attention_module.MAX_SEGMENTS
+
+
+def poison_unwritten_slots(batch: PagedBatch) -> PagedBatch:
+    """NaN in every cache slot past its sequence's context (the tail of a last block, spare
+    blocks), as stale memory may hold: a kernel reading those must not let them leak."""
+    block_size = batch.key_cache.shape[1]
+    written = torch.zeros(batch.key_cache.shape[:2], dtype=torch.bool)
+    for s, ctx in enumerate(batch.seqused_k.tolist()):
+        for pos in range(ctx):
+            written[batch.block_table[s, pos // block_size], pos % block_size] = True
+    for cache in (batch.key_cache, batch.value_cache):
+        cache[~written] = float("nan")
+    return batch
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("segments", [None, 4])
+def test_unwritten_cache_slots_never_leak(backend, segments, monkeypatch):
+    """Tiles run past short contexts and segment ends; the keys they read there must not
+    reach the output even when the cache holds NaN (no 0 * NaN)."""
+    if segments is not None:
+        monkeypatch.setattr(attention_module, "num_kv_segments", lambda *args: segments)
+    batch = poison_unwritten_slots(make_paged_batch(
+        q_lens=[1, 1, 0, 1, 1], ctx_lens=[3, 200, 7, 17, 33], num_heads=6, num_kv_heads=2, head_size=64,
+        block_size=16, dtype=torch.float32, seed=8, pad_tokens=1))
+    check(backend, batch, torch.float32)
+    check(backend, batch, torch.float32, window=9)
+
+
+@pytest.mark.parametrize("head_size", [64, 80])
+def test_unwritten_cache_slots_never_leak_into_prefill(head_size):
+    batch = poison_unwritten_slots(make_paged_batch(
+        q_lens=[5, 1, 19], ctx_lens=[21, 40, 19], num_heads=4, num_kv_heads=2, head_size=head_size,
+        block_size=16, dtype=torch.float16, seed=9))
+    check("cpu", batch, torch.float16)
+
+
+def test_cpu_decode_segments_cover_the_longest_context_in_one_tile():
+    """A ragged decode batch on the CPU backend: every program scans at most one tile, so a
+    short context costs one tile, not the longest context's tile count."""
+    ctx_lens = [30, 560, 95, 300, 41, 512, 129, 250]
+    batch = make_paged_batch(q_lens=[1] * len(ctx_lens), ctx_lens=ctx_lens, num_heads=9, num_kv_heads=3,
+                             head_size=64, block_size=16, dtype=torch.float32, seed=10)
+    with kf.backend("cpu"), capture_launches() as captured:
+        paged_attention(torch.empty_like(batch.query), *batch.args(), 0.125)
+    (launch,) = captured
+    config = launch.autotuned.default_config(launch)
+    assert launch["NUM_SEGMENTS"] > 1
+    assert launch["NUM_SEGMENTS"] * config["TILE"] >= max(ctx_lens)
+    check("cpu", batch, torch.float32)
+
+
+@pytest.mark.parametrize(("num_seqs", "num_kv_heads", "max_seqlen_k", "head_pad"),
+                         [(64, 32, 2048, 128), (16, 32, 2048, 128), (64, 3, 2048, 64), (4, 3, 2048, 64)])
+def test_cpu_decode_tiles_stay_within_the_budget(num_seqs, num_kv_heads, max_seqlen_k, head_pad):
+    """Long decodes: segments and tile shrink so the tiles scanned at once stay bounded
+    (down to 16-key tiles), and few sequences split up to MAX_SEGMENTS."""
+    cpu = torch.device("cpu")
+    segments = attention_module.num_kv_segments(num_seqs, num_kv_heads, 1, max_seqlen_k, cpu, head_pad)
+    args = dict(query_ptr=torch.empty(0), GROUP=1, max_seqlen_q=1, num_tokens=num_seqs, num_seqs=num_seqs,
+                num_kv_heads=num_kv_heads, NUM_SEGMENTS=segments, max_seqlen_k=max_seqlen_k, HEAD_PAD=head_pad)
+    with kf.backend("cpu"):
+        tile = attention_module._default(args)["TILE"]
+    elements = attention_module._cpu_tile_elements(num_seqs * num_kv_heads, args, tile)
+    assert tile == 16 or elements <= attention_module.CPU_TILE_ELEMENTS
+    if num_seqs * num_kv_heads * max_seqlen_k * head_pad <= attention_module.CPU_TILE_ELEMENTS:
+        assert segments == attention_module.MAX_SEGMENTS
 
 
 @pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
