@@ -12,9 +12,11 @@ Sequences with no query tokens (empty decode slots) own no block and are never t
 
 The context is scanned in tiles of TILE key positions, each position's physical block
 looked up in the block table, with an fp32 online softmax (running max m, running sum
-l, unnormalised accumulator). Causal masking, the sliding window and the tile's tail
-are one `where` on the scores; rows that have seen no visible key yet keep m = -inf
-and contribute nothing.
+l, unnormalised accumulator) in base 2: the scale folds in log2(e) and exp2 replaces
+exp, which is several times faster on the CPU backend for the -inf of masked scores.
+Causal masking, the sliding window and the tile's tail are one `where` on the scores,
+from each row's first and last visible key; rows that have seen no visible key yet
+keep m = -inf and contribute nothing.
 
 Split-KV decode. A decode batch with few sequences gives too few work items to fill
 the machine (or, on the CPU backend, too short a batch for each of many sequential
@@ -43,6 +45,7 @@ MAX_SEGMENTS = 16
 # Elements of one K (or V) tile across all programs of a CPU launch: 4M keeps the int64
 # offsets of a tile at 32 MB.
 CPU_TILE_ELEMENTS = 1 << 22
+LOG2E = 1.4426950408889634
 # Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
 CPU_SEGMENT_KEYS = 128
 
@@ -209,12 +212,22 @@ def _attend(
     seg_start = kv_start + segment * tiles_per_segment * TILE
     seg_end = kl.where(has_rows, kl.minimum(kv_end, seg_start + tiles_per_segment * TILE), seg_start)
 
+    # Each row sees the key positions first_key .. last_key: past its segment, past its own
+    # position when causal, and every key of a padding row (last_key -1) are hidden. One
+    # comparison per tile lane then masks the scores.
+    last_key = seg_end - 1
+    if CAUSAL:
+        last_key = kl.minimum(q_pos, last_key)
+    last_key = kl.where(row_valid, last_key, -1)
+    if USE_WINDOW:
+        first_key = q_pos - window + 1
+    qk_scale = scale * LOG2E  # scores in log2 units: exp2 is the cheaper exponential
+
     m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
     l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
     acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
     for tile_start in range(seg_start, seg_end, TILE):
         k_pos = tile_start + offs_t
-        k_valid = k_pos < seg_end
         # Positions past the segment read its last key again instead of being masked: that
         # slot was written, so its K and V are finite (stale cache memory may hold NaN, and
         # 0 * NaN would leak into the accumulator), and their scores are masked below.
@@ -231,17 +244,15 @@ def _attend(
             kv_mask = kl.broadcast_to(d_mask[None, :], (TILE, HEAD_PAD))
             k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-        scores = kl.dot(q, kl.trans(k)) * scale
-        visible = k_valid[None, :] & row_valid[:, None]
-        if CAUSAL:
-            visible = visible & (k_pos[None, :] <= q_pos[:, None])
+        scores = kl.dot(q, kl.trans(k)) * qk_scale
+        visible = k_pos[None, :] <= last_key[:, None]
         if USE_WINDOW:
-            visible = visible & (k_pos[None, :] > q_pos[:, None] - window)
+            visible = visible & (k_pos[None, :] >= first_key[:, None])
         scores = kl.where(visible, scores, float("-inf"))
         m_new = kl.maximum(m_i, kl.max(scores, axis=1))
         m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
-        p = kl.exp(scores - m_safe[:, None])
-        alpha = kl.exp(m_i - m_safe)
+        p = kl.exp2(scores - m_safe[:, None])
+        alpha = kl.exp2(m_i - m_safe)
         l_i = l_i * alpha + kl.sum(p, axis=1)
         acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -302,7 +313,7 @@ def _merge_row(row, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_
         l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
         acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
         m_max = kl.max(m, axis=0)
-        weight = kl.exp(m - kl.where(m_max == float("-inf"), 0.0, m_max))
+        weight = kl.exp2(m - kl.where(m_max == float("-inf"), 0.0, m_max))  # m in log2 units
         total = kl.sum(weight * l, axis=0)
         out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
         kl.store(out_ptr + token * out_stride_t + row % num_heads * out_stride_h + offs_d, out,

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from kernelforge.backends.cpu.runtime import Programs, Value, flat, gather, scatter
+from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, scatter
 from kernelforge.backends.cpu.views import Aff, _clip, _live, _padded, conds_mask, extent, values
 
 Dyn = tuple  # (tensor or int, coef: int, dims: tuple[int | None, ...], per_program: bool)
@@ -189,7 +189,7 @@ def _mask_rows(result: torch.Tensor, r: _Rows, other: Value) -> torch.Tensor:
     predication discards every value such a program computes.
     """
     lane_keep = r.fill if r.lanes is None else (r.lanes if r.fill is None else r.fill & r.lanes)
-    if lane_keep is None or bool(lane_keep.all()):
+    if lane_keep is None or all_true(lane_keep):
         return result
     if isinstance(other, torch.Tensor):
         return torch.where(lane_keep, result, other)
@@ -223,7 +223,7 @@ def store_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], i
     starts = r.start.reshape(-1)
     if r.keep is not None:
         on = r.keep.reshape(-1)
-        if not bool(on.all()):
+        if not all_true(on):
             chosen = on.nonzero().squeeze(1)
             starts, vals = starts.index_select(0, chosen), vals.index_select(0, chosen)
     if starts.numel() == 0:

@@ -183,6 +183,12 @@ def unbroadcast(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(sizes, t.stride(), t.storage_offset())
 
 
+def all_true(mask: torch.Tensor) -> bool:
+    """`bool(mask.all())` for a bool tensor, as the minimum of its bytes: torch's `all`
+    reduces bools lane by lane, ~30x slower than a vectorised uint8 `min`."""
+    return mask.numel() == 0 or bool(mask.view(torch.uint8).min())
+
+
 def keep_where(x: torch.Tensor, cond: Value, other: Value) -> torch.Tensor:
     """`where(cond, x, other)` for a dead private temporary `x`, computed in place.
 
@@ -193,7 +199,7 @@ def keep_where(x: torch.Tensor, cond: Value, other: Value) -> torch.Tensor:
     if not isinstance(cond, torch.Tensor):
         return x if cond else x.fill_(other)
     small = unbroadcast(cond)
-    if bool(small.all()):
+    if all_true(small):
         return x
     return x.masked_fill_(~small, other)
 
