@@ -19,10 +19,12 @@ from each row's first and last visible key; rows that have seen no visible key y
 keep m = -inf and contribute nothing.
 
 Split-KV decode. A decode batch with few sequences gives too few work items to fill
-the machine (or, on the CPU backend, too short a batch for each of many sequential
-tiles). Then each (sequence, KV head) is split into NUM_SEGMENTS contiguous ranges of
-tiles that run as separate work items and write their (m, l, acc) partials;
-`_merge_segments_kernel` rescales and sums them. See `num_kv_segments` for the rule.
+the machine; on the CPU backend, which runs every program's tiles in lockstep, a ragged
+batch would scan its longest context for every sequence. Then each (sequence, KV head)
+is split into NUM_SEGMENTS contiguous ranges of tiles that run as separate work items
+and write their (m, l, acc) partials; `_merge_segments_kernel` rescales and sums them.
+See `num_kv_segments` for the rule. On the CPU backend the decodes that open a mixed
+batch are launched apart from its prefill chunks (`_leading_decodes`).
 """
 
 from __future__ import annotations
@@ -396,11 +398,45 @@ def paged_attention(
     validation.check_paged_attention(
         "paged_attention", out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
         max_seqlen_q, max_seqlen_k, softmax_scale, causal, sliding_window)
+    num_tokens, num_seqs = query.shape[0], seqused_k.shape[0]
+    if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
+        return
+    args = (key_cache, value_cache, float(softmax_scale), bool(causal), sliding_window)
+    decodes = _leading_decodes(cu_seqlens_q, max_seqlen_q, query.device)
+    if decodes == 0:
+        _launch(out, query, block_table, cu_seqlens_q, seqused_k, max_seqlen_q, max_seqlen_k, *args)
+        return
+    tokens = int(cu_seqlens_q[decodes])
+    if decodes < num_seqs:
+        _launch(out[tokens:], query[tokens:], block_table[decodes:], cu_seqlens_q[decodes:] - tokens,
+                seqused_k[decodes:], max_seqlen_q, max_seqlen_k, *args)
+    if tokens:
+        _launch(out[:tokens], query[:tokens], block_table[:decodes], cu_seqlens_q[:decodes + 1],
+                seqused_k[:decodes], 1, int(seqused_k[:decodes].max()), *args)
+
+
+def _leading_decodes(cu_seqlens_q: Tensor, max_seqlen_q: int, device: torch.device) -> int:
+    """On the CPU backend, how many sequences open a batch with prefill in it by decoding
+    (at most one query token each; the scheduler puts decodes first), 0 elsewhere.
+
+    A launch sizes every program for the batch's longest query, so decodes sharing one with
+    a prefill chunk would each pad a 16-token query block and scan their whole context in
+    wide tiles. Launched on their own they get one-token blocks and KV segments. Reading
+    the lengths costs nothing on the CPU, unlike a device sync.
+    """
+    if max_seqlen_q <= 1 or not on_cpu_backend(device):
+        return 0
+    longer = ((cu_seqlens_q[1:] - cu_seqlens_q[:-1]) > 1).nonzero()
+    return int(longer[0]) if longer.numel() else cu_seqlens_q.shape[0] - 1
+
+
+def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
+            max_seqlen_q: int, max_seqlen_k: int, key_cache: Tensor, value_cache: Tensor, softmax_scale: float,
+            causal: bool, sliding_window: int | None) -> None:
+    """The attention kernel (and the merge of its KV segments) over one batch of sequences."""
     num_tokens, num_heads, head_size = query.shape
     num_kv_heads = key_cache.shape[2]
     num_seqs = seqused_k.shape[0]
-    if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
-        return
     head_pad = next_power_of_2(head_size)
     segments = num_kv_segments(num_seqs, num_kv_heads, max_seqlen_q, max_seqlen_k, query.device, head_pad)
     rows = num_tokens * num_heads
@@ -420,11 +456,11 @@ def paged_attention(
     _paged_attention_kernel[grid](
         flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
         m_part, l_part, acc_part,
-        float(softmax_scale), num_tokens, num_seqs, num_kv_heads, (num_seqs + 1).bit_length(),
+        softmax_scale, num_tokens, num_seqs, num_kv_heads, (num_seqs + 1).bit_length(),
         sliding_window or 0, max_seqlen_q, max_seqlen_k,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
-        CAUSAL=bool(causal), USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+        CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
         PERSISTENT=persistent(query.device),
     )
     if segments > 1:

@@ -171,6 +171,23 @@ def test_cpu_decode_segments_cover_the_longest_context_in_one_tile():
     check("cpu", batch, torch.float32)
 
 
+@pytest.mark.parametrize(("q_lens", "ctx_lens", "launched_q"), [
+    ([1, 0, 1, 1, 7, 1, 20], [40, 9, 300, 1, 7, 17, 45], [20, 1]),  # decodes first: their own launch
+    ([0, 0, 5, 1], [3, 8, 21, 30], [5]),  # only empty slots before the prefill: nothing to split off
+    ([1, 1, 0], [64, 129, 2], [1]),  # a decode batch whose max_seqlen_q overstates it
+    ([6, 1, 1], [6, 33, 90], [6]),  # a prefill first: one launch
+])
+def test_cpu_mixed_batch_launches_its_leading_decodes_apart(q_lens, ctx_lens, launched_q):
+    batch = make_paged_batch(q_lens=q_lens, ctx_lens=ctx_lens, num_heads=6, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=11, pad_tokens=2)
+    batch.max_seqlen_q = max(2, batch.max_seqlen_q)
+    with kf.backend("cpu"), capture_launches() as captured:
+        paged_attention(torch.empty_like(batch.query), *batch.args(), 0.125)
+    assert [launch["max_seqlen_q"] for launch in captured] == launched_q
+    check("cpu", batch, torch.float32)
+    check("cpu", batch, torch.float32, window=10)
+
+
 @pytest.mark.parametrize(("num_seqs", "num_kv_heads", "max_seqlen_k", "head_pad"),
                          [(64, 32, 2048, 128), (16, 32, 2048, 128), (64, 3, 2048, 64), (4, 3, 2048, 64)])
 def test_cpu_decode_tiles_stay_within_the_budget(num_seqs, num_kv_heads, max_seqlen_k, head_pad):
