@@ -23,6 +23,9 @@ log = logging.getLogger("autotune")
 
 
 class CacheProvider:
+    # An answer, once resolved for a key, is memoised below and never changes.
+    stable = True
+
     def __init__(self, cache: AutotuneCache | None = None, tune_missing: bool = False,
                  effort: str = "quick") -> None:
         self.cache = cache if cache is not None else AutotuneCache()

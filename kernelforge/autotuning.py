@@ -122,19 +122,26 @@ def bucket_value(value: Any, bucket: Bucket) -> Any:
 
 
 class ConfigProvider(Protocol):
-    """What `autotune.install()` plugs in: the tuned config for a key, or None if untuned."""
+    """What `autotune.install()` plugs in: the tuned config for a key, or None if untuned.
+
+    A provider may declare `stable = True`: its answer for a key never changes while it is
+    installed. Launches then memoise the config they settle on, as they do without a
+    provider, instead of asking the provider every time.
+    """
 
     def get_config(self, autotuned: "Autotuned", key: tuple, named_args: "Launch") -> Config | None: ...
 
 
 _provider: ConfigProvider | None = None
+_provider_generation = 0  # bumped by every set_config_provider: memoised configs die with it
 _local = threading.local()
 
 
 def set_config_provider(provider: ConfigProvider | None) -> ConfigProvider | None:
     """Install `provider` for every Autotuned launch (None removes it); returns the previous one."""
-    global _provider
+    global _provider, _provider_generation
     previous, _provider = _provider, provider
+    _provider_generation += 1
     return previous
 
 
@@ -297,7 +304,7 @@ class Autotuned:
                                  "or a callable")
         self._key_rules = tuple((n, _bucket_rule(self.bucket[n]) if n in self.bucket else None)
                                 for n in self.key_names)
-        self._defaults_seen: dict[tuple, dict[str, ConfigValue]] = {}
+        self._configs_seen: dict[tuple, dict[str, ConfigValue]] = {}
         if not callable(configs) and not list(configs):
             raise ValueError(f"autotune({self.name}): configs is empty")
 
@@ -375,9 +382,9 @@ class Autotuned:
     def run(self, *args: Any, grid: Any, **kwargs: Any) -> Any:
         if len(args) > len(self.arg_names):
             raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
-        memo_key = self._default_memo_key(args, kwargs)
+        memo_key = self._config_memo_key(args, kwargs)
         try:
-            tuned = self._defaults_seen.get(memo_key) if memo_key is not None else None
+            tuned = self._configs_seen.get(memo_key) if memo_key is not None else None
         except TypeError:  # an unhashable argument value: decide without the memo
             memo_key = tuned = None
         if tuned is not None:
@@ -388,22 +395,24 @@ class Autotuned:
         config = self.choose(launch)
         result = launch.run(config)
         if memo_key is not None:
-            self._defaults_seen[memo_key] = config.kwargs
+            self._configs_seen[memo_key] = config.kwargs
         return result
 
-    def _default_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
-        """What the default config of this call depends on, when the default is what the
-        launch will use (no provider, no forced config, no capture): the key arguments
-        before bucketing (tensors by shape), the keywords, the tensor dtypes and the
-        backend. None otherwise, or when a key argument is not given at the call.
+    def _config_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
+        """What the config of this call depends on, when it can be memoised: no forced config
+        or capture is active and the provider (if any) is `stable`. That is the key
+        arguments before bucketing (tensors by shape), the keywords, the tensor dtypes, the
+        device and backend, and which provider is installed. None otherwise, or when a key
+        argument is not given at the call.
 
-        Memoising the default on it spares every repeated launch (a decode step) the
-        heuristic and the Config it builds; the contract for `default` is that it reads
+        Memoising on it spares every repeated launch (a decode step) the provider lookup,
+        the heuristic and the Config it builds; the contract for `default` is that it reads
         nothing else.
         """
-        if _provider is not None or _local.__dict__.get("forced") or _local.__dict__.get("captures"):
+        if ((_provider is not None and not getattr(_provider, "stable", False))
+                or _local.__dict__.get("forced") or _local.__dict__.get("captures")):
             return None
-        parts: list[Any] = [len(args), *kwargs.items()]
+        parts: list[Any] = [_provider_generation, len(args), *kwargs.items()]
         for name in self.key_names:
             position = self.arg_position[name]
             if position < len(args):
@@ -418,6 +427,7 @@ class Autotuned:
             if isinstance(value, torch.Tensor):
                 parts.append(value.dtype)
                 device = device or value.device
+        parts.append(device)
         parts.append(select_backend_name(device))
         return tuple(parts)
 

@@ -120,6 +120,34 @@ def test_default_memo_does_not_hide_the_provider_or_a_forced_config(make_scale):
         at[(1,)](out, x, 8, BLOCK=16)
 
 
+def test_a_stable_providers_answer_is_memoised_until_the_provider_changes(make_scale):
+    jit, at = make_scale(configs=(16, 32))
+    x, out = torch.arange(8.0), torch.empty(8)
+    asked = []
+
+    class Provider:
+        def __init__(self, block, stable):
+            self.block, self.stable = block, stable
+
+        def get_config(self, autotuned, key, named_args):
+            asked.append(self.block)
+            return Config(BLOCK=self.block)
+
+    try:
+        autotuning.set_config_provider(Provider(32, stable=True))
+        for _ in range(3):
+            at[(1,)](out, x, 8)
+        autotuning.set_config_provider(Provider(16, stable=True))
+        at[(1,)](out, x, 8)
+        autotuning.set_config_provider(Provider(32, stable=False))
+        at[(1,)](out, x, 8)
+        at[(1,)](out, x, 8)
+    finally:
+        autotuning.set_config_provider(None)
+    assert asked == [32, 16, 32, 32], "a stable provider is asked once per key, an unstable one every launch"
+    assert [c["BLOCK"] for c in jit.calls] == [32, 32, 32, 16, 32, 32]
+
+
 def test_provider_answer_beats_default_and_none_falls_back(make_scale):
     jit, at = make_scale(configs=(16, 32))
     seen = []
