@@ -48,6 +48,9 @@ MAX_SEGMENTS = 16
 # offsets of a tile at 32 MB.
 CPU_TILE_ELEMENTS = 1 << 22
 LOG2E = 1.4426950408889634
+# Elements of one score tile across all programs of a CPU launch above which tiles shrink
+# (down to 64 keys; see `_default`).
+CPU_SCORE_ELEMENTS = 1 << 20
 # Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
 CPU_SEGMENT_KEYS = 128
 
@@ -94,14 +97,18 @@ def _default(args: dict) -> kf.Config:
     head size 256 fits none, the NPU then rejects the smallest with the compiler's error). On the
     CPU backend every tile is one round of batched torch ops over all programs, so a tile
     covers a segment's whole context (up to 256 keys) unless the tiles of the programs that
-    can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries."""
+    can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries.
+    With prefill in the batch the [BLOCK_M, TILE] score tiles of all programs are the big
+    temporaries: past CPU_SCORE_ELEMENTS, tiles of 64 keys measured faster than wider ones."""
     if not on_cpu_backend(args["query_ptr"].device):
         return [c for c in _configs(args) if c["TILE"] <= 64][-1]
-    block_q = _geometry(args, 16)["BLOCK_M"] // args["GROUP"]
-    items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_q) * args["num_kv_heads"]
+    block_m = _geometry(args, 16)["BLOCK_M"]
+    items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_m // args["GROUP"]) * args["num_kv_heads"]
     seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
     tile = min(256, next_power_of_2(seg_len))
     while tile > 16 and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
+        tile //= 2
+    while tile > 64 and items * block_m * tile > CPU_SCORE_ELEMENTS:
         tile //= 2
     return _geometry(args, tile)
 

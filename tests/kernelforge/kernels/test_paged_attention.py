@@ -188,6 +188,22 @@ def test_cpu_mixed_batch_launches_its_leading_decodes_apart(q_lens, ctx_lens, la
     check("cpu", batch, torch.float32, window=10)
 
 
+@pytest.mark.parametrize(("num_tokens", "num_seqs", "max_seqlen_k", "tile"), [
+    (256, 1, 256, 256),  # one short prefill: one tile covers it
+    (2145, 12, 300, 64),  # a batch of prompts: score tiles past the budget shrink to 64 keys
+    (512, 1, 512, 128),  # a longer prompt: one halving brings its score tiles under the budget
+])
+def test_cpu_prefill_tile_follows_the_score_budget(num_tokens, num_seqs, max_seqlen_k, tile):
+    args = dict(query_ptr=torch.empty(0), GROUP=3, max_seqlen_q=max(2, num_tokens // num_seqs),
+                num_tokens=num_tokens, num_seqs=num_seqs, num_kv_heads=3, NUM_SEGMENTS=1,
+                max_seqlen_k=max_seqlen_k, HEAD_PAD=64)
+    with kf.backend("cpu"):
+        config = attention_module._default(args)
+    assert config["TILE"] == tile
+    blocks = attention_module.num_q_blocks(num_tokens, num_seqs, config["BLOCK_M"] // 3)
+    assert tile == 64 or blocks * 3 * config["BLOCK_M"] * tile <= attention_module.CPU_SCORE_ELEMENTS
+
+
 @pytest.mark.parametrize(("num_seqs", "num_kv_heads", "max_seqlen_k", "head_pad"),
                          [(64, 32, 2048, 128), (16, 32, 2048, 128), (64, 3, 2048, 64), (4, 3, 2048, 64)])
 def test_cpu_decode_tiles_stay_within_the_budget(num_seqs, num_kv_heads, max_seqlen_k, head_pad):
