@@ -61,14 +61,20 @@ class Programs:
 class Compaction:
     """Narrows a divergent loop's ragged tail to the programs that still iterate.
 
-    Compacts only when at most half of the current programs remain (otherwise the
-    indexing would cost more than the masked work it saves); `take` narrows a
-    per-program value, `put` writes the narrowed result back into the full one.
+    Compacts when at least an eighth of the current programs, and at least MIN_IDLE of
+    them, are done: `take` and `put` cost one indexing pass over each loop-carried value,
+    while every tail step does its whole body for each program it keeps (a paged-attention
+    decode tile is ~100x its carried state). Fewer idle programs cost less masked work
+    than the indexing ops. `take` narrows a per-program value, `put` writes the narrowed
+    result back into the full one.
     """
+
+    MIN_IDLE = 16
 
     def __init__(self, P: Programs, keep: torch.Tensor) -> None:
         rows = keep.nonzero().squeeze(1)
-        self.rows = rows if rows.numel() * 2 <= P.G else None
+        idle = P.G - rows.numel()
+        self.rows = rows if idle * 8 >= P.G and idle >= self.MIN_IDLE else None
         self.programs = P if self.rows is None else P.subset(self.rows)
 
     def take(self, x: torch.Tensor) -> torch.Tensor:

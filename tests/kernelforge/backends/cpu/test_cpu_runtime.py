@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import kernelforge as kf
+import kernelforge.language as kl
 from kernelforge.backends.cpu import runtime as rt
 
 
@@ -26,3 +28,45 @@ def test_keep_where_leaves_an_all_true_tensor_untouched_and_fills_the_rest():
     cond = torch.tensor([[True], [False]]).expand(2, 3)
     torch.testing.assert_close(rt.keep_where(x.clone(), cond, float("-inf")),
                                torch.tensor([[0.0, 1.0, 2.0], [float("-inf")] * 3]))
+
+
+@pytest.mark.parametrize(("running", "compacts"), [(40, True), (48, True), (56, False), (64, False)])
+def test_compaction_needs_an_eighth_and_min_idle_programs_done(running, compacts):
+    P = rt.Programs((64, 1, 1))
+    keep = torch.zeros(64, dtype=torch.bool)
+    keep[torch.randperm(64)[:running]] = True
+    tail = rt.Compaction(P, keep)
+    assert (tail.rows is not None) == compacts
+    x = torch.arange(64.0)
+    narrowed = tail.take(x)
+    assert narrowed.shape[0] == (running if compacts else 64)
+    torch.testing.assert_close(tail.put(x, narrowed * 0 - 1), torch.where(keep, -1.0, x) if compacts else -torch.ones(64))
+
+
+def test_compaction_skips_few_idle_programs_of_a_small_grid():
+    keep = torch.tensor([True, False, False, False])
+    assert rt.Compaction(rt.Programs((4, 1, 1)), keep).rows is None
+
+
+@kf.jit
+def ragged_sum_kernel(x_ptr, lens_ptr, out_ptr, BLOCK: kl.constexpr):
+    pid = kl.program_id(0)
+    n = kl.load(lens_ptr + pid)
+    acc = kl.zeros([BLOCK], dtype=kl.float32)
+    for start in range(0, n, BLOCK):
+        offs = start + kl.arange(0, BLOCK)
+        acc += kl.load(x_ptr + pid * 256 + offs, mask=offs < n, other=0.0)
+    kl.store(out_ptr + pid, kl.sum(acc, axis=0))
+
+
+@pytest.mark.parametrize("long_programs", [1, 20, 60])
+def test_divergent_loop_with_a_compacted_tail_matches_python(long_programs):
+    """64 programs, most done after one step: the tail runs compacted (or not), same result."""
+    lens = torch.full((64,), 5, dtype=torch.int32)
+    lens[torch.randperm(64)[:long_programs]] = 250
+    x = torch.randn(64, 256)
+    out = torch.empty(64)
+    with kf.backend("cpu"):
+        ragged_sum_kernel[(64,)](x, lens, out, BLOCK=16)
+    want = torch.stack([x[i, :n].sum() for i, n in enumerate(lens.tolist())])
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-5)
