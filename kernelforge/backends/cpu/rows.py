@@ -47,13 +47,24 @@ def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
 
 
 def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[int]) -> torch.Tensor:
-    """The value of an affine-plus-dyn form as a `[G or 1, *dims_shape]` int64 tensor."""
-    out = values(P, aff, dims_shape)
-    out = out if any(aff[1]) else out.unsqueeze(0)
+    """The value of an affine-plus-dyn form as a `[G or 1, *dims_shape]` int64 tensor.
+
+    A zero affine part and unit coefficients add nothing: the common row start (one
+    int64 offset tensor) comes back as a view, with no op run on it.
+    """
     rank = len(dims_shape)
+    base, pid, blk = aff
+    out = None
+    if base or any(pid) or any(blk) or not dyn:
+        out = values(P, aff, dims_shape)
+        out = out if any(pid) else out.unsqueeze(0)
     for v, coef, dims, per_program in dyn:
-        out = out + _place(v, dims, rank, per_program) * coef
-    return out
+        term = _place(v, dims, rank, per_program)
+        term = term if coef == 1 else term * coef
+        out = term if out is None else out + term
+    if not isinstance(out, torch.Tensor):  # a lone constant dyn term
+        return torch.full((1,) * (rank + 1), out, dtype=torch.int64)
+    return out if out.dtype == torch.int64 else out.long()
 
 
 @dataclass

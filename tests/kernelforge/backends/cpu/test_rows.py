@@ -68,3 +68,19 @@ def test_row_gather_past_the_end_is_reported():
         torch.testing.assert_close(dst, src[[1, 3]])
         with pytest.raises(kf.KernelFault, match="out-of-bounds memory access"):
             gather_rows_kernel[(2,)](src, dst, torch.tensor([1, 4], dtype=torch.int32), D=8)
+
+
+@pytest.mark.parametrize(("base", "coef"), [(0, 1), (2, 1), (0, 4), (3, 2)])
+def test_row_starts_add_the_affine_base_and_scaled_terms(base, coef):
+    t = torch.arange(100.0)
+    starts = torch.tensor([[1, 5], [9, 0]], dtype=torch.int32)
+    P = Programs((2, 1, 1))
+    got = rows.load_rows(t, P, (base, (0, 0, 0), (0, 1)), (2, 3), 1, True, dyn=((starts, coef, (0,), True),))
+    first = (base + coef * starts.long())[..., None]
+    torch.testing.assert_close(got, (first + torch.arange(3)).float())
+
+
+def test_a_constant_row_term_with_no_affine_part():
+    P = Programs((2, 1, 1))
+    got = rows.load_rows(torch.arange(20.0), P, (0, (0, 0, 0), (0, 1)), (1, 4), 1, True, dyn=((6, 1, (0,), True),))
+    torch.testing.assert_close(got, torch.tensor([[[6.0, 7, 8, 9]], [[6.0, 7, 8, 9]]]))
