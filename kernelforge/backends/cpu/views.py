@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from kernelforge.backends.cpu.runtime import Programs, Value, flat, gather, scatter
+from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, scatter
 
 Aff = tuple  # (base: int, pid_coefs: tuple[int, int, int], blk_coefs: tuple[int, ...])
 Grid = tuple[int, int, int]
@@ -194,7 +194,7 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
          copy: bool = False) -> torch.Tensor:
     """Masked load at affine offsets: a view (with `copy`, a private copy) when in bounds,
     a padded copy when the mask only trims block axes, else a gather."""
-    if active is not None and bool(active.all()):
+    if active is not None and all_true(active):
         active = None  # every program runs (the usual case at decode): take the cached plan
     n = t.numel() if t.is_contiguous() else extent(t)
     simple = mask is None and active is None and not isinstance(other, torch.Tensor)
@@ -266,7 +266,7 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
         value = torch.as_tensor(value, dtype=t.dtype)
     rank = len(shape)
     per_program = value.dim() > rank or active is not None or (mask is not None and mask.dim() > rank)
-    if active is not None and bool(active.all()):
+    if active is not None and all_true(active):
         active = None
     n = t.numel() if t.is_contiguous() else extent(t)
     simple = mask is None and active is None
