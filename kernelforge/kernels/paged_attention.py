@@ -183,7 +183,8 @@ def _attend(
     segment = work % NUM_SEGMENTS
     kv_head = work // NUM_SEGMENTS % num_kv_heads
     q_block = work // NUM_SEGMENTS // num_kv_heads
-    # The sequence owning q_block: the last s whose first block is <= q_block.
+    # The sequence owning q_block: the last s whose first block is <= q_block. Each step
+    # halves [lo, hi) (size n -> n // 2), so num_seqs.bit_length() steps empty it.
     lo = 0
     hi = num_seqs
     for _ in range(search_steps):
@@ -463,7 +464,7 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
     _paged_attention_kernel[grid](
         flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
         m_part, l_part, acc_part,
-        softmax_scale, num_tokens, num_seqs, num_kv_heads, (num_seqs + 1).bit_length(),
+        softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
         sliding_window or 0, max_seqlen_q, max_seqlen_k,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,

@@ -121,6 +121,18 @@ def test_split_rule():
     assert split(1, 1, 1, 1 << 20, cpu) <= attention_module.MAX_SEGMENTS
 
 
+@pytest.mark.parametrize("num_seqs", [1, 2, 3, 4, 7, 8, 9, 16, 17, 33])
+@pytest.mark.parametrize("prefill", [False, True])
+def test_every_sequence_finds_its_query_blocks(num_seqs, prefill):
+    """The binary search over cu_seqlens_q takes num_seqs.bit_length() steps: enough for
+    every batch size, the last sequence and power-of-two counts included."""
+    q_lens = [1 + (s % 3) * 9 if prefill else 1 for s in range(num_seqs)]
+    ctx_lens = [q + 3 * s + 1 for s, q in enumerate(q_lens)]
+    batch = make_paged_batch(q_lens=q_lens, ctx_lens=ctx_lens, num_heads=2, num_kv_heads=1, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=num_seqs)
+    check("cpu", batch, torch.float32)
+
+
 def poison_unwritten_slots(batch: PagedBatch) -> PagedBatch:
     """NaN in every cache slot past its sequence's context (the tail of a last block, spare
     blocks), as stale memory may hold: a kernel reading those must not let them leak."""
