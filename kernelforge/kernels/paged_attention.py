@@ -44,10 +44,10 @@ from kernelforge.kernels import validation
 from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend, persistent
 
 MAX_SEGMENTS = 16
-# Elements of one K (or V) tile across all programs of a CPU launch: 4M keeps the int64
-# offsets of a tile at 32 MB.
+# Elements of one K (or V) tile across the programs of a CPU launch that can scan at once:
+# 4M keeps the int64 offsets of a tile at 32 MB.
 CPU_TILE_ELEMENTS = 1 << 22
-LOG2E = 1.4426950408889634
+LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E)
 # Elements of one score tile across all programs of a CPU launch above which tiles shrink
 # (down to 64 keys; see `_default`).
 CPU_SCORE_ELEMENTS = 1 << 20
