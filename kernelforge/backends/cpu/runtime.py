@@ -157,7 +157,14 @@ def expand_grid(x: Value, G: int, shape: tuple[int, ...], dtype: torch.dtype) ->
 
 
 def trip_counts(start: Value, stop: Value, step: Value) -> torch.Tensor:
-    """Per-program iteration counts of `range(start, stop, step)` (int64, >= 0)."""
+    """Per-program iteration counts of `range(start, stop, step)` (int64, >= 0).
+
+    A constant step (the usual tile width) needs one floor division, not both directions.
+    """
+    if isinstance(step, int) and step != 0:
+        start, stop = (torch.as_tensor(v, dtype=torch.int64) for v in (start, stop))
+        span = stop - start if step > 0 else start - stop
+        return torch.div(span + (abs(step) - 1), abs(step), rounding_mode="floor").clamp_(min=0)
     start, stop, step = (torch.as_tensor(v, dtype=torch.int64) for v in (start, stop, step))
     up = torch.div(stop - start + step - 1, step, rounding_mode="floor")
     down = torch.div(start - stop - step - 1, -step, rounding_mode="floor")

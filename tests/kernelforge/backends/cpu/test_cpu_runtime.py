@@ -70,3 +70,13 @@ def test_divergent_loop_with_a_compacted_tail_matches_python(long_programs):
         ragged_sum_kernel[(64,)](x, lens, out, BLOCK=16)
     want = torch.stack([x[i, :n].sum() for i, n in enumerate(lens.tolist())])
     torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("step", [1, 3, 16, -1, -5])
+def test_trip_counts_with_a_constant_step_match_range(step):
+    starts = torch.tensor([0, 5, 17, -4, 9, 0], dtype=torch.int32)
+    stops = torch.tensor([0, 40, 3, 11, 9, -7], dtype=torch.int32)
+    want = [len(range(a, b, step)) for a, b in zip(starts.tolist(), stops.tolist())]
+    assert rt.trip_counts(starts, stops, step).tolist() == want
+    assert rt.trip_counts(starts, stops, torch.tensor(step)).tolist() == want
+    assert rt.trip_counts(5, stops, step).tolist() == [len(range(5, b, step)) for b in stops.tolist()]
