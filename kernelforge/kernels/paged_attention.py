@@ -417,7 +417,7 @@ def paged_attention(
     tokens = int(cu_seqlens_q[decodes])
     if decodes < num_seqs:
         _launch(out[tokens:], query[tokens:], block_table[decodes:], cu_seqlens_q[decodes:] - tokens,
-                seqused_k[decodes:], max_seqlen_q, max_seqlen_k, *args)
+                seqused_k[decodes:], max_seqlen_q, int(seqused_k[decodes:].max()), *args)
     if tokens:
         _launch(out[:tokens], query[:tokens], block_table[:decodes], cu_seqlens_q[:decodes + 1],
                 seqused_k[:decodes], 1, int(seqused_k[:decodes].max()), *args)

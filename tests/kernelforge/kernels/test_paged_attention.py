@@ -196,6 +196,9 @@ def test_cpu_mixed_batch_launches_its_leading_decodes_apart(q_lens, ctx_lens, la
     with kf.backend("cpu"), capture_launches() as captured:
         paged_attention(torch.empty_like(batch.query), *batch.args(), 0.125)
     assert [launch["max_seqlen_q"] for launch in captured] == launched_q
+    if len(captured) == 2:  # each part is sized by its own longest context
+        decodes = next(i for i, q in enumerate(q_lens) if q > 1)
+        assert [launch["max_seqlen_k"] for launch in captured] == [max(ctx_lens[decodes:]), max(ctx_lens[:decodes])]
     check("cpu", batch, torch.float32)
     check("cpu", batch, torch.float32, window=10)
 
