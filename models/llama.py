@@ -59,15 +59,15 @@ class Attention(nn.Module):
     ) -> Tensor:
         num_tokens = x.shape[0]
         qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
-        # Contiguous copies: the kernels index rows with their width as the stride.
-        q, k, v = (t.contiguous() for t in qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1))
+        # Views into the fused projection: the kernels take each tensor's row stride.
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         rotary_embedding(positions, q, k, self.head_size, cos_sin, True)
         q = q.view(num_tokens, self.num_heads, self.head_size)
         k = k.view(num_tokens, self.num_kv_heads, self.head_size)
         v = v.view(num_tokens, self.num_kv_heads, self.head_size)
         key_cache, value_cache = kv_cache
         reshape_and_cache(k, v, key_cache, value_cache, attn.slot_mapping)
-        out = torch.empty_like(q)
+        out = torch.empty(num_tokens, self.num_heads, self.head_size, dtype=q.dtype, device=q.device)
         paged_attention(
             out,
             q,
