@@ -105,7 +105,7 @@ def _default(args: dict) -> kf.Config:
     block_m = _geometry(args, 16)["BLOCK_M"]
     items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_m // args["GROUP"]) * args["num_kv_heads"]
     seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
-    tile = min(256, next_power_of_2(seg_len))
+    tile = max(16, min(256, next_power_of_2(seg_len)))  # 16 keys at least: the smallest tunable tile
     while tile > 16 and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
         tile //= 2
     while tile > 64 and items * block_m * tile > CPU_SCORE_ELEMENTS:
