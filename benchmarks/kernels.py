@@ -6,7 +6,8 @@
 Decode steps at serving shapes: SmolLM2-135M (hidden 576, 9 query / 3 KV heads of 64)
 and Llama-2-7B (hidden 4096, 32 / 32 heads of 128), with 1, 16 and 64 sequences (one new
 token each) and, for attention, 128 and 2048 tokens of context per sequence in a paged
-cache of 16-token blocks scattered over the cache. The torch column runs
+cache of 16-token blocks scattered over the cache, plus two batches a continuous-batching
+engine runs (a ragged prefill; decodes beside a prefill chunk; `--no-serving` skips them). The torch column runs
 `kernelforge.kernels.reference` on the same inputs. Repetitions alternate between the
 two so machine noise hits both alike; each column is the fastest run (on a shared,
 oversubscribed machine preemption only ever adds time, and medians of a few runs swing
@@ -115,6 +116,34 @@ def _attention_case(model: str, m: dict, seqs: int, context: int, dtype: torch.d
                 lambda: (out_kf, out_ref))
 
 
+def _varlen_attention_case(model: str, m: dict, name: str, q_lens: list[int], contexts: list[int],
+                           dtype: torch.dtype) -> Case:
+    """A serving batch: sequence i brings q_lens[i] new tokens at the end of contexts[i] keys."""
+    key_cache, value_cache, block_table = _paged_cache(m, len(q_lens), max(contexts), dtype)
+    query = torch.randn(sum(q_lens), m["num_heads"], m["head_size"], dtype=dtype)
+    cu_seqlens_q = torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    seqused_k = torch.tensor(contexts, dtype=torch.int32)
+    args = (query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k, max(q_lens), max(contexts),
+            m["head_size"] ** -0.5)
+    out_kf, out_ref = torch.empty_like(query), torch.empty_like(query)
+    return Case("paged_attention", f"{model} {name}",
+                lambda: kernels.paged_attention(out_kf, *args), lambda: reference.paged_attention(out_ref, *args),
+                lambda: (out_kf, out_ref))
+
+
+def _serving_attention_cases(model: str, m: dict, dtype: torch.dtype) -> list[Case]:
+    """The batches a continuous-batching engine runs besides pure decode (fixed seed): a
+    ragged prefill of 12 prompts, and 31 decodes beside a 256-token prefill chunk."""
+    rng = torch.Generator().manual_seed(1)
+    prompts = torch.randint(8, 301, (12,), generator=rng).tolist()
+    decode_contexts = torch.randint(30, 561, (31,), generator=rng).tolist()
+    return [
+        _varlen_attention_case(model, m, "prefill 12 prompts of 8-300", prompts, prompts, dtype),
+        _varlen_attention_case(model, m, "mixed 31 decodes (ctx 30-560) + 256-token chunk",
+                               [1] * 31 + [256], decode_contexts + [256], dtype),
+    ]
+
+
 def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -135,11 +164,13 @@ def measure(case: Case, reps: int) -> tuple[float, float, float]:
 
 
 def build_cases(models: list[str], seqs: list[int], contexts: list[int],
-                dtype: torch.dtype) -> list[Callable[[], list[Case]]]:
+                dtype: torch.dtype, serving: bool = True) -> list[Callable[[], list[Case]]]:
     """Case factories, so only one case's tensors are alive at a time."""
     factories: list[Callable[[], list[Case]]] = []
     for model in models:
         m = MODELS[model]
+        if serving:
+            factories.append(lambda model=model, m=m: _serving_attention_cases(model, m, dtype))
         for s in seqs:
             factories.append(lambda model=model, m=m, s=s: _norm_cases(model, m, s, dtype))
             factories.append(lambda model=model, m=m, s=s: [_rotary_case(model, m, s, dtype)])
@@ -158,13 +189,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seqs", default="1,16,64")
     parser.add_argument("--contexts", default="128,2048")
+    parser.add_argument("--no-serving", dest="serving", action="store_false",
+                        help="skip the ragged-prefill and mixed-batch attention cases")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
     factories = build_cases(args.models.split(","), [int(s) for s in args.seqs.split(",")],
-                            [int(c) for c in args.contexts.split(",")], dtype)
+                            [int(c) for c in args.contexts.split(",")], dtype, args.serving)
     rows = []
     print(f"| kernel | shape | kf ms | torch ms | kf/torch |\n|---|---|---:|---:|---:|", flush=True)
     with kf.backend("cpu"):
