@@ -9,8 +9,9 @@ All programs run in lock step, so divergence becomes predication:
   (no masking at all, so fast paths stay fast), then the ragged tail under a
   per-iteration mask `t < trips`, merging loop-carried variables after each step.
   Before the tail the live set is compacted to the programs that still iterate
-  (`rt.Compaction`), so the tail costs what those programs need, not the longest
-  program times the whole grid.
+  (`rt.Compaction`), and narrowed again during it as programs finish, so the tail
+  costs about what those programs need, not the longest program times the whole
+  grid. Merges are skipped in steps where every program of the set iterates.
 - `return` clears the program's bit in `alive`, which every later mask includes.
 """
 
@@ -146,7 +147,10 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.emit(f"for {t} in range({lo}, {hi}):")
     gen.depth += 1
     act = gen.fresh("running")
-    gen.emit(f"{act} = ({t} < {trips})" + (" & alive" if gen.facts.divergent_return else ""))
+    running = f"({t} < {trips})" + (" & alive" if gen.facts.divergent_return else "")
+    gen.emit(f"{act} = {running}")
+    _narrow(gen, cp, act, running, [v if v == "alive" else gen.name(v) for v in carried],
+            [v if v == trips else gen.name(v) for v in sorted(reads) + [trips]])
     _loop_var(gen, s, t)
     prev = {v: gen.fresh(f"{v}_prev") for v in merges}
     for v in merges:
@@ -154,16 +158,38 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.depth -= 1
     gen.body_block(s.body, act)
     gen.depth += 1
-    for v in merges:
-        _merge_where(gen, act, gen.name(v), len(types[v].shape), gen.name(v), prev[v])
+    if merges:
+        gen.emit(f"if not rt.all_true({act}):  # programs that are done keep their values")
+        gen.depth += 1
+        for v in merges:
+            _merge_where(gen, act, gen.name(v), len(types[v].shape), gen.name(v), prev[v])
+        gen.depth -= 1
     gen.depth -= 1
     gen.emit(f"P = {outer_P}")
+    names = [v if v == "alive" else gen.name(v) for v in carried]
+    if names:
+        gen.emit(f"{', '.join(names)}, = {cp}.restore(({', '.join(names)},))")
     for v in carried:
         pv = v if v == "alive" else gen.name(v)
         gen.emit(f"{pv} = {cp}.put({full[v]}, {pv})")
     for v in sorted(reads) + [trips]:
         pv = v if v == trips else gen.name(v)
         gen.emit(f"{pv} = {full[v]}")
+    gen.depth -= 1
+
+
+def _narrow(gen: "CodeGen", cp: str, act: str, running: str, carried: list[str], reads: list[str]) -> None:
+    """Drops the programs that finished since the last narrowing from the tail's set (when
+    enough did): the carried and read values shrink with it, and so does the mask."""
+    narrowed = gen.fresh("narrowed")
+    gen.emit(f"{narrowed} = {cp}.narrow({act}, ({''.join(v + ', ' for v in carried)}), "
+             f"({''.join(v + ', ' for v in reads)}))")
+    gen.emit(f"if {narrowed} is not None:")
+    gen.depth += 1
+    targets = [f"({''.join(v + ', ' for v in group)})" for group in (carried, reads)]
+    gen.emit(f"{', '.join(targets)} = {narrowed}")
+    gen.emit(f"P = {cp}.programs")
+    gen.emit(f"{act} = {running}")
     gen.depth -= 1
 
 
