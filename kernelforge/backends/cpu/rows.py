@@ -13,6 +13,15 @@ Stores whose starts are all multiples of a dense run's length write through a
 non-overlapping `[n // L, L]` view, where `index_copy_` takes torch's contiguous
 row-copy path. Per-lane masks that vary along both the rows and the run (a per-row
 length) fall back to the element gather/scatter of `runtime`.
+
+What only the ints decide (which conditions trim the run or mask rows, the run's box,
+the window a row index reads) is planned once per launch signature (`_plan`), as
+`views.py` does. When the start is `base + coef * slot` with one row tensor `slot`,
+the plan holds a window view whose row i starts at `base + coef * i`, so `slot`
+indexes it as is: no start tensor is built. A slot outside that window (a fault, or a
+negative slot that a positive base brings back into the tensor) makes the gather or
+copy raise, and the access is redone from the computed starts, which report the fault
+or get it right.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from typing import Sequence
 import torch
 
 from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, scatter
-from kernelforge.backends.cpu.views import Aff, _clip, _live, _padded, conds_mask, extent, values
+from kernelforge.backends.cpu.views import (Aff, _clip, _live, _no_overlap, _padded, _remember, conds_mask,
+                                            extent, values)
 
 Dyn = tuple  # (tensor or int, coef: int, dims: tuple[int | None, ...], per_program: bool)
+
+_plans: dict[tuple, "_Plan"] = {}
 
 
 def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
@@ -67,43 +79,94 @@ def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[in
     return out if out.dtype == torch.int64 else out.long()
 
 
-@dataclass
-class _Rows:
-    """One row access taken apart: where each row starts and which lanes are on."""
+@dataclass(frozen=True)
+class _Plan:
+    """What the ints of a row access decide: made once per launch signature."""
 
     lead: int  # G when the access differs between programs, else 1
-    start: torch.Tensor  # int64 [lead, *outer, 1, ...]: each row's first element
-    keep: torch.Tensor | None  # bool [lead, *outer, 1, ...] (expanded): rows that are on
-    fill: torch.Tensor | None  # bool, like keep but ignoring `active`: rows whose loaded value matters
-    lanes: torch.Tensor | None  # bool, varying along rows and run: per-lane mask (slow path)
-    run_conds: list  # conditions on the run axes only
+    outer: tuple[int, ...]  # the block dims along which rows differ
+    rows_shape: tuple[int, ...]  # (*outer, 1, ...): one entry per row
+    run_conds: tuple  # live conditions on the run axes only
+    row_conds: tuple[int, ...]  # indices of the conditions on per-row terms only
+    mixed: tuple[int, ...]  # indices of the conditions varying along rows and run
     box: tuple[int, ...] | None  # valid lanes when the run conditions trim the run; None: cannot
     run_blk: tuple[int, ...]  # element strides along the run axes
+    window: tuple | None  # (sizes, strides, base): row i at base + coef * i; None: compute starts
+    writable: bool  # the window's rows are distinct, so `index_copy_` may write them
 
 
-def _split(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_program: bool,
-           dyn: Sequence[Dyn], conds: Sequence[tuple], masks: Sequence[Dyn],
-           active: torch.Tensor | None) -> _Rows:
+def _static(dyn: Sequence[Dyn]) -> tuple:
+    """The part of dyn entries a plan depends on (not the tensors' values)."""
+    return tuple((coef, dims, varies, isinstance(v, torch.Tensor)) for v, coef, dims, varies in dyn)
+
+
+def _plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_program: bool,
+          dyn: Sequence[Dyn], conds: Sequence[tuple], n: int) -> _Plan:
+    """The cached plan of this access (a dict lookup once the signature was seen)."""
+    key = (aff, shape, inner, per_program, _static(dyn),
+           tuple(c if not c[3] else (*c[:3], _static(c[3])) for c in conds), P.grid, P.G, n)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _remember(_plans, key, _make_plan(P, aff, shape, inner, per_program, dyn, conds, n))
+    return plan
+
+
+def _make_plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_program: bool,
+               dyn: Sequence[Dyn], conds: Sequence[tuple], n: int) -> _Plan:
     """Conditions either involve only the run's axes (they trim it, as for a view), only
     per-row terms (they mask whole rows), or both (a per-lane mask)."""
-    base, pid, blk = aff
-    outer, run = shape[:inner], shape[inner:]
-    rows_shape = tuple(outer) + (1,) * len(run)
     run_conds, row_conds, mixed = [], [], []
-    for c_base, c_pid, c_blk, c_dyn in conds:
+    for i, (c_base, c_pid, c_blk, c_dyn) in enumerate(conds):
         per_row = any(c_pid) or c_dyn or any(c_blk[:inner])
         if not per_row:
             run_conds.append((c_base, c_pid, c_blk))
         elif any(c_blk[inner:]):
-            mixed.append(((c_base, c_pid, c_blk), c_dyn))
+            mixed.append(i)
         else:
-            row_conds.append(((c_base, c_pid, c_blk), c_dyn))
+            row_conds.append(i)
     box = _clip(_live(P.grid, run_conds, shape), shape) if run_conds else tuple(shape)
-    lead = P.G if per_program else 1
-    start = _evaluate(P, (base, pid, blk[:inner] + (0,) * len(run)), dyn, rows_shape)
+    run_blk = tuple(aff[2][inner:])
+    window = _window(aff, inner, dyn, box, run_blk, n)
+    writable = window is not None and _no_overlap(*window[:2])
+    rows_shape = tuple(shape[:inner]) + (1,) * (len(shape) - inner)
+    return _Plan(P.G if per_program else 1, tuple(shape[:inner]), rows_shape, tuple(run_conds), tuple(row_conds), tuple(mixed),
+                 box, run_blk, window, writable)
+
+
+def _window(aff: Aff, inner: int, dyn: Sequence[Dyn], box: tuple[int, ...] | None,
+            run_blk: tuple[int, ...], n: int) -> tuple | None:
+    """`(sizes, strides, base)` of a view of `[rows, *run box]` whose row i starts at
+    `base + coef * i`, when the row start is exactly that for one row tensor; else None."""
+    base, pid, blk = aff
+    if len(dyn) != 1 or not isinstance(dyn[0][0], torch.Tensor) or any(pid) or any(blk[:inner]):
+        return None
+    coef = dyn[0][1]
+    if box is None or not all(box) or not isinstance(coef, int) or coef <= 0 or base < 0 or min(run_blk, default=0) < 0:
+        return None
+    box_run = tuple(box[inner:])
+    count = (n - 1 - base - sum(c * (k - 1) for c, k in zip(run_blk, box_run))) // coef + 1
+    if count <= 0:
+        return None
+    return (count, *box_run), (coef, *run_blk), base
+
+
+@dataclass
+class _Rows:
+    """One row access's data taken apart: where each row starts and which lanes are on."""
+
+    start: torch.Tensor  # int64 [lead, *outer, 1, ...]: each row's first element
+    keep: torch.Tensor | None  # bool [lead, *outer, 1, ...] (expanded): rows that are on
+    fill: torch.Tensor | None  # bool, like keep but ignoring `active`: rows whose loaded value matters
+    lanes: torch.Tensor | None  # bool, varying along rows and run: per-lane mask (slow path)
+
+
+def _row_masks(P: Programs, plan: _Plan, shape: tuple[int, ...], conds: Sequence[tuple],
+               masks: Sequence[Dyn], active: torch.Tensor | None) -> tuple:
+    """`(keep, fill)` of `_Rows`, expanded to `[lead, *rows_shape]`."""
     fill = None
-    for c_aff, c_dyn in row_conds:
-        m = _evaluate(P, c_aff, c_dyn, rows_shape) < 0
+    for i in plan.row_conds:
+        c_base, c_pid, c_blk, c_dyn = conds[i]
+        m = _evaluate(P, (c_base, c_pid, c_blk), c_dyn, plan.rows_shape) < 0
         fill = m if fill is None else fill & m
     for v, _, dims, varies in masks:
         m = _place(v, dims, len(shape), varies)
@@ -112,13 +175,35 @@ def _split(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_progra
     if active is not None:
         a = active.view(-1, *([1] * len(shape)))
         keep = a if keep is None else keep & a
+    return _expanded(keep, plan), _expanded(fill, plan)
+
+
+def _expanded(mask: torch.Tensor | None, plan: _Plan) -> torch.Tensor | None:
+    if mask is None or mask.shape == (plan.lead, *plan.rows_shape):
+        return mask
+    return mask.expand(plan.lead, *plan.rows_shape)
+
+
+def _split(P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: int, dyn: Sequence[Dyn],
+           conds: Sequence[tuple], masks: Sequence[Dyn], active: torch.Tensor | None) -> _Rows:
+    base, pid, blk = aff
+    start = _evaluate(P, (base, pid, blk[:inner] + (0,) * (len(shape) - inner)), dyn, plan.rows_shape)
+    keep, fill = _row_masks(P, plan, shape, conds, masks, active)
     lanes = None
-    for c_aff, c_dyn in mixed:
-        m = _evaluate(P, c_aff, c_dyn, shape) < 0
+    for i in plan.mixed:
+        c_base, c_pid, c_blk, c_dyn = conds[i]
+        m = _evaluate(P, (c_base, c_pid, c_blk), c_dyn, shape) < 0
         lanes = m if lanes is None else lanes & m
-    start = start.expand(lead, *rows_shape)
-    keep, fill = (None if m is None else m.expand(lead, *rows_shape) for m in (keep, fill))
-    return _Rows(lead, start, keep, fill, lanes, run_conds, box, tuple(blk[inner:]))
+    return _Rows(start.expand(plan.lead, *plan.rows_shape), keep, fill, lanes)
+
+
+def _row_index(plan: _Plan, dyn: Sequence[Dyn]) -> torch.Tensor:
+    """The lone row tensor of a windowed access as a flat int64 index, one entry per row."""
+    v, _, dims, varies = dyn[0]
+    if not (varies and v.shape == (plan.lead, *plan.outer) and dims == tuple(range(len(plan.outer)))):
+        v = _place(v, dims, len(plan.rows_shape), varies).expand(plan.lead, *plan.rows_shape)
+    v = v.reshape(-1)
+    return v if v.dtype == torch.int64 else v.long()
 
 
 def _dense_length(run_blk: Sequence[int], box_run: Sequence[int]) -> int | None:
@@ -138,40 +223,70 @@ def _row_view(t: torch.Tensor, n: int, length: int, starts: torch.Tensor) -> tor
     return t.as_strided((n // length, length), (length, 1), t.storage_offset())
 
 
-def _lane_offsets(P: Programs, r: _Rows, shape: tuple[int, ...], inner: int) -> torch.Tensor:
-    return r.start + values(P, (0, (0, 0, 0), (0,) * inner + r.run_blk), shape)
+def _lane_offsets(P: Programs, plan: _Plan, r: _Rows, shape: tuple[int, ...], inner: int) -> torch.Tensor:
+    return r.start + values(P, (0, (0, 0, 0), (0,) * inner + plan.run_blk), shape)
 
 
 def load_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], inner: int,
               per_program: bool, dyn: Sequence[Dyn] = (), conds: Sequence[tuple] = (),
               masks: Sequence[Dyn] = (), other: Value = 0, active: torch.Tensor | None = None) -> torch.Tensor:
     """Masked load whose offsets are per-row starts plus an affine run over `shape[inner:]`."""
-    r = _split(P, aff, shape, inner, per_program, dyn, conds, masks, active)
-    outer, run = shape[:inner], tuple(shape[inner:])
-    box = r.box
+    plan = _plan(P, aff, shape, inner, per_program, dyn, conds, extent(t))
+    result = None
+    if plan.window is not None and not plan.mixed and (plan.box == shape or not isinstance(other, torch.Tensor)):
+        result = _load_windowed(t, P, plan, shape, dyn, conds, masks, other, active)
+    if result is None:
+        result = _load_split(t, P, plan, aff, shape, inner, dyn, conds, masks, other, active)
+    return result if per_program else result[0]
+
+
+def _load_windowed(t: torch.Tensor, P: Programs, plan: _Plan, shape: tuple[int, ...], dyn: Sequence[Dyn],
+                   conds: Sequence[tuple], masks: Sequence[Dyn], other: Value,
+                   active: torch.Tensor | None) -> torch.Tensor | None:
+    """Rows read by indexing the plan's window with the row tensor; None when some row
+    lies outside the window (the caller redoes the load from the computed starts)."""
+    keep, fill = _row_masks(P, plan, shape, conds, masks, active)
+    index = _row_index(plan, dyn)
+    if keep is not None:
+        index = torch.where(keep.reshape(-1), index, 0)
+    sizes, strides, base = plan.window
+    try:
+        result = t.as_strided(sizes, strides, t.storage_offset() + base).index_select(0, index)
+    except IndexError:
+        return None
+    return _finish(result.view(plan.lead, *plan.outer, *sizes[1:]), plan, shape, fill, None, other)
+
+
+def _load_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: int,
+                dyn: Sequence[Dyn], conds: Sequence[tuple], masks: Sequence[Dyn], other: Value,
+                active: torch.Tensor | None) -> torch.Tensor:
+    """The load from computed row starts: a row gather, or a gather of every lane."""
+    r = _split(P, plan, aff, shape, inner, dyn, conds, masks, active)
+    box = plan.box
     if isinstance(other, torch.Tensor) and box != tuple(shape):
         box = None  # a block `other` cannot pad: gather instead
-    n = extent(t)
-    result = None
     if box is not None and not all(box):
-        result = torch.full((r.lead, *shape), other, dtype=t.dtype)
-    elif box is not None and all(c >= 0 for c in r.run_blk):
+        return torch.full((plan.lead, *shape), other, dtype=t.dtype)
+    if box is not None and all(c >= 0 for c in plan.run_blk):
         box_run = tuple(box[inner:])
-        span_run = sum(c * (k - 1) for c, k in zip(r.run_blk, box_run))
+        span_run = sum(c * (k - 1) for c, k in zip(plan.run_blk, box_run))
         idx = (r.start if r.keep is None else torch.where(r.keep, r.start, 0)).reshape(-1)
-        result = _read_rows(t, n, idx, r.run_blk, box_run, span_run, checked=r.lanes is not None)
+        result = _read_rows(t, extent(t), idx, plan.run_blk, box_run, span_run, checked=r.lanes is not None)
         if result is not None:
-            result = result.view(r.lead, *outer, *box_run)
-            if box_run != run:
-                result = _padded(result, run, other)
-            result = _mask_rows(result, r, other)
-    if result is None:  # fall back to every lane's offset, gathered element by element
-        keep = r.keep
-        for m in (conds_mask(P, r.run_conds, shape), r.lanes):
-            if m is not None:
-                keep = m if keep is None else keep & m
-        result = gather(flat(t), _lane_offsets(P, r, shape, inner), keep, other)
-    return result if per_program else result[0]
+            return _finish(result.view(plan.lead, *plan.outer, *box_run), plan, shape, r.fill, r.lanes, other)
+    keep = r.keep
+    for m in (conds_mask(P, plan.run_conds, shape), r.lanes):
+        if m is not None:
+            keep = m if keep is None else keep & m
+    return gather(flat(t), _lane_offsets(P, plan, r, shape, inner), keep, other)
+
+
+def _finish(result: torch.Tensor, plan: _Plan, shape: tuple[int, ...], fill: torch.Tensor | None,
+            lanes: torch.Tensor | None, other: Value) -> torch.Tensor:
+    """Read rows padded from the run box to the block and masked."""
+    if result.shape[1 + len(plan.outer):] != shape[len(plan.outer):]:
+        result = _padded(result, tuple(shape[len(plan.outer):]), other)
+    return _mask_rows(result, fill, lanes, other)
 
 
 def _read_rows(t: torch.Tensor, n: int, idx: torch.Tensor, run_blk: tuple[int, ...],
@@ -193,13 +308,14 @@ def _read_rows(t: torch.Tensor, n: int, idx: torch.Tensor, run_blk: tuple[int, .
     return windows.index_select(0, idx)
 
 
-def _mask_rows(result: torch.Tensor, r: _Rows, other: Value) -> torch.Tensor:
+def _mask_rows(result: torch.Tensor, fill: torch.Tensor | None, lanes: torch.Tensor | None,
+               other: Value) -> torch.Tensor:
     """Sets the lanes of rows (or lanes) that are off to `other`; nothing when all are on.
 
     Rows off only because their program is not executing (`active`) keep what was read:
     predication discards every value such a program computes.
     """
-    lane_keep = r.fill if r.lanes is None else (r.lanes if r.fill is None else r.fill & r.lanes)
+    lane_keep = fill if lanes is None else (lanes if fill is None else fill & lanes)
     if lane_keep is None or all_true(lane_keep):
         return result
     if isinstance(other, torch.Tensor):
@@ -213,45 +329,85 @@ def store_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], i
     """Masked store whose offsets are per-row starts plus an affine run over `shape[inner:]`.
 
     Only the rows that are on are written, whole (trimmed to the run conditions' box):
-    `index_copy_` into a row view when the run is dense and the starts aligned, else one
-    unmasked `index_put_` of those rows' lanes. Rows writing one address race as in a
-    scatter (one of them wins).
+    `index_copy_` into the plan's window or into a row view when the run is dense and
+    the starts aligned, else one unmasked `index_put_` of those rows' lanes. Rows writing
+    one address race as in a scatter (one of them wins). A store that faults may have
+    written some of its rows.
     """
-    r = _split(P, aff, shape, inner, per_program, dyn, conds, masks, active)
-    value = torch.as_tensor(value, dtype=t.dtype)
-    if r.box is not None and not all(r.box):
+    plan = _plan(P, aff, shape, inner, per_program, dyn, conds, extent(t))
+    if not isinstance(value, torch.Tensor) or value.dtype != t.dtype:
+        value = torch.as_tensor(value, dtype=t.dtype)
+    if plan.box is not None and not all(plan.box):
         return
-    if r.box is None or r.lanes is not None:
-        keep = r.keep
-        for m in (conds_mask(P, r.run_conds, shape), r.lanes):
-            if m is not None:
-                keep = m if keep is None else keep & m
-        scatter(flat(t), _lane_offsets(P, r, shape, inner), value, keep)
-        return
-    box_run = tuple(r.box[inner:])
-    vals = torch.broadcast_to(value, (r.lead, *shape))[(slice(None),) * (1 + inner) + tuple(slice(0, k) for k in box_run)]
+    if plan.writable and not plan.mixed:
+        keep, _ = _row_masks(P, plan, shape, conds, masks, active)
+        if _store_windowed(t, plan, shape, inner, value, _row_index(plan, dyn), keep):
+            return
+    _store_split(t, P, plan, aff, shape, inner, value, dyn, conds, masks, active)
+
+
+def _store_windowed(t: torch.Tensor, plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tensor,
+                    index: torch.Tensor, keep: torch.Tensor | None) -> bool:
+    """Copies the rows that are on into the plan's window at the row tensor's entries;
+    False when some entry lies outside the window (rows already copied are rewritten
+    by the caller's store from the computed starts)."""
+    vals, index = _rows_on(plan, shape, inner, value, index, keep)
+    if index.numel() == 0:
+        return True
+    sizes, strides, base = plan.window
+    try:
+        t.as_strided(sizes, strides, t.storage_offset() + base).index_copy_(0, index, vals)
+    except IndexError:
+        return False
+    return True
+
+
+def _rows_on(plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tensor, starts: torch.Tensor,
+             keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(values [rows, *run box], starts [rows])` of the rows that are on."""
+    box_run = tuple(plan.box[inner:])
+    if value.shape != (plan.lead, *shape):
+        value = torch.broadcast_to(value, (plan.lead, *shape))
+    vals = value
+    if box_run != shape[inner:]:
+        vals = vals[(slice(None),) * (1 + inner) + tuple(slice(0, k) for k in box_run)]
     vals = vals.reshape(-1, *box_run)
-    starts = r.start.reshape(-1)
-    if r.keep is not None:
-        on = r.keep.reshape(-1)
+    if keep is not None:
+        on = keep.reshape(-1)
         if not all_true(on):
             chosen = on.nonzero().squeeze(1)
             starts, vals = starts.index_select(0, chosen), vals.index_select(0, chosen)
+    return vals, starts
+
+
+def _store_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: int,
+                 value: torch.Tensor, dyn: Sequence[Dyn], conds: Sequence[tuple], masks: Sequence[Dyn],
+                 active: torch.Tensor | None) -> None:
+    """The store from computed row starts: a row copy, or a scatter of every lane."""
+    r = _split(P, plan, aff, shape, inner, dyn, conds, masks, active)
+    if plan.box is None or r.lanes is not None:
+        keep = r.keep
+        for m in (conds_mask(P, plan.run_conds, shape), r.lanes):
+            if m is not None:
+                keep = m if keep is None else keep & m
+        scatter(flat(t), _lane_offsets(P, plan, r, shape, inner), value, keep)
+        return
+    box_run = tuple(plan.box[inner:])
+    vals, starts = _rows_on(plan, shape, inner, value, r.start.reshape(-1), r.keep)
     if starts.numel() == 0:
         return
     n = extent(t)
-    lo_run = sum(min(c * (k - 1), 0) for c, k in zip(r.run_blk, box_run))
-    hi_run = sum(max(c * (k - 1), 0) for c, k in zip(r.run_blk, box_run))
+    lo_run = sum(min(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
+    hi_run = sum(max(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
     lo, hi = torch.aminmax(starts)
     if int(lo) + lo_run < 0 or int(hi) + hi_run >= n:  # out of bounds: the scatter reports it
-        offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), r.run_blk), box_run)
+        offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), plan.run_blk), box_run)
         scatter(flat(t), offs, vals)
         return
-    length = _dense_length(r.run_blk, box_run)
+    length = _dense_length(plan.run_blk, box_run)
     view = _row_view(t, n, length, starts) if length is not None else None
     if view is not None:
         view.index_copy_(0, starts // length, vals.reshape(-1, length))
         return
-    offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), r.run_blk), box_run)
+    offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), plan.run_blk), box_run)
     flat(t).index_put_((offs,), vals)
-
