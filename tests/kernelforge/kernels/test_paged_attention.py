@@ -255,3 +255,12 @@ def test_reference_matches_sdpa():
     sdpa = torch.nn.functional.scaled_dot_product_attention(
         batch.query.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True, scale=0.125)
     torch.testing.assert_close(out, sdpa.transpose(0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_split_kv_merge_with_padded_head_and_uneven_heads(backend, monkeypatch):
+    """The merge's (head, token) rows with a head size below its padding (80 of 128), a head
+    count that is no power of two and padding tokens past the last sequence."""
+    monkeypatch.setattr(attention_module, "num_kv_segments", lambda *args: 4)
+    batch = make_paged_batch(q_lens=[1, 1, 1], ctx_lens=[90, 7, 41], num_heads=9, num_kv_heads=3,
+                             head_size=80, block_size=16, dtype=torch.float32, seed=5, pad_tokens=2)
+    check(backend, batch, torch.float32)
