@@ -399,11 +399,9 @@ def _store_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tup
     n = extent(t)
     lo_run = sum(min(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
     hi_run = sum(max(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
-    lo, hi = torch.aminmax(starts)
-    if int(lo) + lo_run < 0 or int(hi) + hi_run >= n:  # out of bounds: the scatter reports it
-        offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), plan.run_blk), box_run)
-        scatter(flat(t), offs, vals)
-        return
+    lo, hi = (int(x) for x in torch.aminmax(starts))
+    if lo + lo_run < 0 or hi + hi_run >= n:  # every lane of these rows is on: a fault
+        raise IndexError(f"row store at offsets {lo + lo_run}..{hi + hi_run} of a tensor of {n} elements")
     length = _dense_length(plan.run_blk, box_run)
     view = _row_view(t, n, length, starts) if length is not None else None
     if view is not None:

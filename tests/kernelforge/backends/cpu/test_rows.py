@@ -84,3 +84,123 @@ def test_a_constant_row_term_with_no_affine_part():
     P = Programs((2, 1, 1))
     got = rows.load_rows(torch.arange(20.0), P, (0, (0, 0, 0), (0, 1)), (1, 4), 1, True, dyn=((6, 1, (0,), True),))
     torch.testing.assert_close(got, torch.tensor([[[6.0, 7, 8, 9]], [[6.0, 7, 8, 9]]]))
+
+
+# ---------------------------------------------------------------- cached plans
+# Rows `start = base + coef * slot` of one row tensor `slot` are read and written through a
+# window view planned once per signature: each call must still follow its own data.
+
+RUN = (0, (0, 0, 0), (1,))  # affine part of `base + arange(L)`, one row per program
+
+
+def slot_rows(G: int, base: int, coef: int, length: int, slots: torch.Tensor, box: int | None = None,
+              **kwargs) -> dict:
+    """load_rows / store_rows arguments for program g's row at `base + coef * slots[g]`,
+    trimmed to `box` lanes by a run condition when given."""
+    conds = () if box is None else ((-box, (0, 0, 0), (1,), ()),)
+    return dict(P=Programs((G, 1, 1)), aff=(base, (0, 0, 0), (1,)), shape=(length,), inner=0, per_program=True,
+                dyn=((slots, coef, (), True),), conds=conds, **kwargs)
+
+
+def expected_store(t: torch.Tensor, base: int, coef: int, value: torch.Tensor, slots: list[int],
+                   on: list[bool], box: int) -> torch.Tensor:
+    want = t.clone()
+    for g, (s, o) in enumerate(zip(slots, on)):
+        if o:
+            want[base + coef * s:base + coef * s + box] = value[g, :box]
+    return want
+
+
+@pytest.mark.parametrize("G", [1, 3, 6])
+def test_a_cached_store_plan_follows_each_calls_slots_and_skips(G):
+    t = torch.zeros(200)
+    for call in range(3):
+        slots = torch.randperm(200 // 12 - 1)[:G] if call != 1 else torch.arange(G).flip(0)
+        on = [g % 3 != call for g in range(G)]
+        value = torch.randn(G, 16)
+        want = expected_store(t, 2, 12, value, slots.tolist(), on, 10)
+        rows.store_rows(t, value=value, active=torch.tensor(on)[:, None],
+                        **slot_rows(G, 2, 12, 16, slots, box=10))
+        torch.testing.assert_close(t, want)
+
+
+@pytest.mark.parametrize("G", [1, 4])
+def test_a_cached_load_plan_follows_each_calls_slots_and_masks(G):
+    t = torch.arange(300.0)
+    for call in range(3):
+        slots = torch.randint(0, 20, (G,), dtype=torch.int32)
+        keep = torch.rand(G) > 0.4
+        got = rows.load_rows(t, other=-1.0, masks=((keep, 1, (), True),),
+                             **slot_rows(G, 5, 13, 8, slots, box=6))
+        want = torch.full((G, 8), -1.0)
+        for g in range(G):
+            if keep[g]:
+                want[g, :6] = t[5 + 13 * int(slots[g]):][:6]
+        torch.testing.assert_close(got, want)
+
+
+def test_load_rows_of_programs_not_executing_may_lie_outside_the_window():
+    t = torch.arange(100.0)
+    slots = torch.tensor([3, 10_000, -7])
+    got = rows.load_rows(t, active=torch.tensor([True, False, False]), **slot_rows(3, 1, 10, 4, slots))
+    torch.testing.assert_close(got[0], torch.tensor([31.0, 32, 33, 34]))
+
+
+def test_a_negative_slot_that_the_base_brings_into_the_tensor_is_read_and_written():
+    """Row -1 lies before the window (which starts at the base) but inside the tensor."""
+    t = torch.arange(40.0)
+    slots = torch.tensor([-1, 2])
+    got = rows.load_rows(t, **slot_rows(2, 8, 4, 4, slots))
+    torch.testing.assert_close(got, torch.tensor([[4.0, 5, 6, 7], [16, 17, 18, 19]]))
+    value = torch.tensor([[-1.0, -2, -3, -4], [-5, -6, -7, -8]])
+    rows.store_rows(t, value=value, **slot_rows(2, 8, 4, 4, slots))
+    torch.testing.assert_close(t[4:8], value[0])
+    torch.testing.assert_close(t[16:20], value[1])
+
+
+@pytest.mark.parametrize("slot", [-3, 10, 100])
+def test_a_windowed_store_past_either_end_is_an_index_error(slot):
+    t = torch.zeros(40)
+    with pytest.raises(IndexError):
+        rows.store_rows(t, value=torch.ones(2, 4), **slot_rows(2, 0, 4, 4, torch.tensor([1, slot])))
+
+
+def test_a_windowed_store_takes_int32_slots_and_a_scalar_value():
+    t = torch.zeros(30)
+    rows.store_rows(t, value=7.0, **slot_rows(2, 1, 10, 3, torch.tensor([2, 0], dtype=torch.int32)))
+    want = torch.zeros(30)
+    want[21:24] = 7.0
+    want[1:4] = 7.0
+    torch.testing.assert_close(t, want)
+
+
+def test_an_overlapping_window_is_not_written_through():
+    """coef 2 < run 4: rows overlap, so the store falls back to computed starts (one wins)."""
+    t = torch.zeros(20)
+    rows.store_rows(t, value=torch.tensor([[1.0, 1, 1, 1], [2.0, 2, 2, 2]]),
+                    **slot_rows(2, 0, 2, 4, torch.tensor([0, 3])))
+    torch.testing.assert_close(t[:10], torch.tensor([1.0, 1, 1, 1, 0, 0, 2, 2, 2, 2]))
+
+
+def test_one_signature_on_tensors_of_different_extents():
+    """The window's row count depends on the tensor's extent: a plan made for a longer
+    tensor must not let a row past the end of a shorter one through."""
+    for n in (200, 70, 64):
+        t = torch.arange(float(n))
+        last = (n - 8) // 16
+        got = rows.load_rows(t, **slot_rows(2, 0, 16, 8, torch.tensor([0, last])))
+        torch.testing.assert_close(got[1], t[16 * last:16 * last + 8])
+        with pytest.raises(IndexError):
+            rows.load_rows(t, **slot_rows(2, 0, 16, 8, torch.tensor([0, last + 1])))
+        with pytest.raises(IndexError):
+            rows.store_rows(t, value=torch.zeros(2, 8), **slot_rows(2, 0, 16, 8, torch.tensor([0, last + 1])))
+
+
+def test_one_grid_with_all_programs_then_a_compacted_subset():
+    t = torch.arange(100.0)
+    args = dict(aff=(0, (0, 0, 0), (1,)), shape=(4,), inner=0, per_program=True)
+    full = rows.load_rows(t, Programs((4, 1, 1)), dyn=((torch.tensor([0, 1, 2, 3]), 10, (), True),), **args)
+    assert full.shape == (4, 4)
+    some = rows.load_rows(t, Programs((4, 1, 1), idx=torch.tensor([1, 3])),
+                          dyn=((torch.tensor([5, 7]), 10, (), True),), **args)
+    torch.testing.assert_close(some, torch.stack([t[50:54], t[70:74]]))
