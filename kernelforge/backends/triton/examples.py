@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from kernelforge import ir
+from kernelforge.backends import backend
 
 SEMANTIC_CASES = Path(__file__).resolve().parents[3] / "tests" / "kernelforge" / "semantic_cases.py"
 
@@ -146,6 +147,23 @@ def _call_ops(ops: dict, dtype: torch.dtype) -> None:
         ops["paged_attention"].paged_attention(
             torch.empty_like(q), q, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
             tokens - 1, 20, head_size ** -0.5, causal=True, sliding_window=window)
+
+    # A pure decode batch with fewer (sequence, KV head) items than cores and long contexts
+    # takes the split-KV path (per-segment partials, then the merge kernel). Recorded as an
+    # NPU launches it: on the interpret backend (the NPU/GPU tile rule, not the CPU one), with
+    # 16 threads standing in for the cores `num_cores` reports.
+    long_cache = torch.zeros(2 * 38, block_size, kv_heads, head_size, dtype=dtype)
+    decode_q = torch.randn(2, heads, head_size, dtype=dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(16)
+    try:
+        with backend("interpret"):
+            ops["paged_attention"].paged_attention(
+                torch.empty_like(decode_q), decode_q, long_cache, long_cache.clone(),
+                torch.arange(2 * 38, dtype=torch.int32).view(2, 38), torch.tensor([0, 1, 2], dtype=torch.int32),
+                torch.tensor([600, 520], dtype=torch.int32), 1, 600, head_size ** -0.5, causal=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def compiler_error(exc: BaseException) -> str:

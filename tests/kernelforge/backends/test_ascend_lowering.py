@@ -67,7 +67,7 @@ def test_every_llm_op_launch_is_recorded_and_specialises():
     found = examples.kernel_examples()
     names = {e.name.split("[")[0] for e in found}
     assert {"kernels/_rms_norm_kernel", "kernels/_rotary_kernel", "kernels/_reshape_and_cache_kernel",
-            "kernels/_paged_attention_kernel"} <= names
+            "kernels/_paged_attention_kernel", "kernels/_merge_segments_kernel"} <= names
     for example in found:
         kernel = example.build()
         ir.verify(kernel)
