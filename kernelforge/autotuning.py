@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 import torch
 
 from kernelforge.backends import select_backend_name
+from kernelforge.jit import constant_key
 
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
@@ -401,8 +402,9 @@ class Autotuned:
     def _config_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What the config of this call depends on, when it can be memoised: no forced config
         or capture is active and the provider (if any) is `stable`. That is the key
-        arguments before bucketing (tensors by shape), the keywords, the tensor dtypes, the
-        device and backend, and which provider is installed. None otherwise, or when a key
+        arguments before bucketing (tensors by shape), the keywords and positional
+        constexprs (see `constant_key`), the tensor dtypes, the device and backend, and
+        which provider is installed. None otherwise, or when a key
         argument is not given at the call.
 
         Memoising on it spares every repeated launch (a decode step) the provider lookup,
@@ -412,7 +414,8 @@ class Autotuned:
         if ((_provider is not None and not getattr(_provider, "stable", False))
                 or _local.__dict__.get("forced") or _local.__dict__.get("captures")):
             return None
-        parts: list[Any] = [_provider_generation, len(args), *kwargs.items()]
+        parts: list[Any] = [_provider_generation, len(args)]
+        parts.extend((name, *constant_key(value)) for name, value in kwargs.items())
         for name in self.key_names:
             position = self.arg_position[name]
             if position < len(args):
@@ -421,7 +424,11 @@ class Autotuned:
                 continue  # already part of the keywords
             else:
                 return None
-            parts.append(tuple(value.shape) if isinstance(value, torch.Tensor) else value)
+            parts.append(tuple(value.shape) if isinstance(value, torch.Tensor) else constant_key(value))
+        for name in self._launch_constexprs:  # the provider's key holds them, wherever they are passed
+            position = self.arg_position[name]
+            if position < len(args):
+                parts.append((name, *constant_key(args[position])))
         device = None
         for value in args:
             if isinstance(value, torch.Tensor):

@@ -248,40 +248,40 @@ class JITFunction:
             plan = self._plans.get(signature) if signature is not None else None
         except TypeError:  # an unhashable constexpr value: only the checked path handles it
             signature = plan = None
-        backend = None
-        if plan is not None and select_backend_name(plan.device) == plan.backend_name:
-            backend = get_backend(plan.backend_name)
-            launch = self._launchers.get((id(backend), *plan.memo_key))
-            if launch is not None:
-                grid3 = _grid3(grid, self._bind(args, kwargs) if callable(grid) else {}, self.__name__)
-                if 0 not in grid3:
-                    self._invoke(launch, plan.backend_name, grid3, list(args))
-                return
-        self._run_checked(args, kwargs, grid, signature, backend)
+        # A backend module reloaded since (KF_CPU_COMPILE toggled) needs its own launcher.
+        if plan is not None and get_backend(plan.backend_name) is plan.backend:
+            named = self._bind(args, _without_launch_options(kwargs)) if callable(grid) else {}
+            grid3 = _grid3(grid, named, self.__name__)
+            if 0 not in grid3:
+                self._invoke(plan.launch, plan.backend_name, grid3, list(args))
+            return
+        self._run_checked(args, kwargs, grid, signature)
 
     def _call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What a checked launch's outcome depends on, read cheaply from the call: per
-        argument its dtype and device (tensors) or scalar type, the keywords' values and
-        KF_SANITIZE. None when the call is not of the fast path's shape (see `__init__`)
-        or an argument would fail the checks (the checked path then names it)."""
+        argument its dtype and device (tensors) or scalar type, the keywords' values, the
+        backend the tensors' device selects and KF_SANITIZE. None when the call is not of
+        the fast path's shape (see `__init__`) or an argument would fail the checks (the
+        checked path then names it)."""
         if len(args) != self._fast_arity:
             return None
         parts: list[Any] = [os.environ.get("KF_SANITIZE", "0")]
+        device = None
         for value in args:
             part = _fast_arg_signature(value)
             if part is None:
                 return None
+            if device is None and type(part) is tuple:
+                device = part[1]
             parts.append(part)
         for name, value in kwargs.items():
-            # repr keeps 0.0 and -0.0 (equal, same hash) apart, as the specialisation key does.
-            parts.append((name, type(value), repr(value) if type(value) is float else value))
+            parts.append((name, *constant_key(value)))
+        parts.append(select_backend_name(device))
         return tuple(parts)
 
-    def _run_checked(self, args: tuple, kwargs: dict[str, Any], grid: Any, signature: tuple | None,
-                     backend: Any = None) -> None:
+    def _run_checked(self, args: tuple, kwargs: dict[str, Any], grid: Any, signature: tuple | None) -> None:
         """The launch with every check; remembers a plan for `signature` so that the next
-        call with the same signature skips binding and typing. `backend` is the one the
-        plan for `signature` selected, when there was a plan whose launcher was dropped."""
+        call with the same signature skips binding and typing."""
         options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs}
         for k, v in options.items():
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -290,18 +290,16 @@ class JITFunction:
         constexprs = self._constexprs(named)
         types, device = self._param_types(named)
         backend_name = select_backend_name(device)
-        if backend is None:
-            backend = get_backend(backend_name)
+        backend = get_backend(backend_name)
         type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        # Strings hash in C (ir types hash in Python), and the fast path hashes this key per call.
-        memo_key = (backend_name, device, os.environ.get("KF_SANITIZE", "0"), const_key, tuple(map(str, type_key)))
-        launch = self._launchers.get((id(backend), *memo_key))
+        memo_key = (backend_name, id(backend), device, os.environ.get("KF_SANITIZE", "0"), const_key, type_key)
+        launch = self._launchers.get(memo_key)
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
-            self._launchers[(id(backend), *memo_key)] = launch
+            self._launchers[memo_key] = launch
         if signature is not None:
-            self._plans[signature] = _LaunchPlan(device, backend_name, memo_key)
+            self._plans[signature] = _LaunchPlan(launch, backend_name, backend)
         grid3 = _grid3(grid, named, self.__name__)
         if 0 in grid3:
             return
@@ -331,12 +329,28 @@ class JITFunction:
 
 
 class _LaunchPlan(NamedTuple):
-    """What a checked launch settled for one call signature: the tensors' device, the
-    backend it selected and the key of the loaded launcher (less the backend's id)."""
+    """What a checked launch settled for one call signature: the loaded launcher and the
+    backend (name and module object) it was compiled for."""
 
-    device: torch.device | None
+    launch: Callable
     backend_name: str
-    memo_key: tuple
+    backend: Any
+
+
+def _without_launch_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in LAUNCH_OPTIONS}
+
+
+def constant_key(value: Any) -> tuple:
+    """A hashable stand-in for a keyword or constexpr value in a per-call memo key: the
+    value of a `kl.constexpr(...)` wrapper, a float by its repr (0.0 and -0.0 are equal and
+    hash alike, but specialise differently), a tensor by shape, dtype and device (by
+    identity it would be held forever and never match again)."""
+    if isinstance(value, constexpr):
+        value = value.value
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device)
+    return (type(value), repr(value) if type(value) is float else value)
 
 
 def _fast_arg_signature(value: Any) -> Any:

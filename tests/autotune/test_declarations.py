@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
+import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge import autotuning
 from kernelforge.autotuning import Config
@@ -148,6 +149,27 @@ def test_a_stable_providers_answer_is_memoised_until_the_provider_changes(make_s
     assert [c["BLOCK"] for c in jit.calls] == [32, 32, 32, 16, 32, 32]
 
 
+def test_memo_keys_keyword_tensors_by_shape_not_identity(make_scale):
+    jit, at = make_scale(configs=(16, 32))
+    x = torch.arange(8.0)
+
+    class Provider:
+        stable = True
+
+        def get_config(self, autotuned, key, named_args):
+            return Config(BLOCK=32 if named_args["n"] > 4 else 16)
+
+    autotuning.set_config_provider(Provider())
+    try:
+        for _ in range(3):
+            at[(1,)](torch.empty(8), x=torch.arange(8.0), n=8)
+        at[(1,)](torch.empty(8), x=x, n=3)
+    finally:
+        autotuning.set_config_provider(None)
+    assert [c["BLOCK"] for c in jit.calls] == [32, 32, 32, 16]
+    assert len(at._configs_seen) == 2, "keyword tensors are keyed by shape and dtype, not identity"
+
+
 def test_provider_answer_beats_default_and_none_falls_back(make_scale):
     jit, at = make_scale(configs=(16, 32))
     seen = []
@@ -239,3 +261,36 @@ def _load(tmp_path, name, factor):
 def test_fallback_source_hash_covers_called_jit_functions(tmp_path):
     assert _load(tmp_path, "k1", 2).source_hash == _load(tmp_path, "k2", 2).source_hash
     assert _load(tmp_path, "k3", 2).source_hash != _load(tmp_path, "k4", 3).source_hash
+
+
+@kf.autotune(configs=[Config(BLOCK=4), Config(BLOCK=8)], key=["n"])
+@kf.jit
+def _add_one_if(x_ptr, out_ptr, n, FLAG: kl.constexpr, BLOCK: kl.constexpr):
+    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
+    value = kl.load(x_ptr + offs, mask=offs < n)
+    if FLAG:
+        value = value + 1
+    kl.store(out_ptr + offs, value, mask=offs < n)
+
+
+def test_memo_tells_positional_constexprs_apart():
+    blocks = []
+
+    class Provider:
+        stable = True
+
+        def get_config(self, autotuned, key, named_args):
+            return Config(BLOCK=8 if "FLAG=True" in key[-1] else 4)
+
+    real = _add_one_if.fn.run
+    x, out = torch.arange(8.0), torch.zeros(8)
+    autotuning.set_config_provider(Provider())
+    try:
+        _add_one_if.fn.run = lambda *a, **k: blocks.append(k["BLOCK"]) or real(*a, **k)
+        _add_one_if[(2,)](x, out, 8, True)
+        _add_one_if[(2,)](x, out, 8, False)
+    finally:
+        del _add_one_if.fn.run
+        autotuning.set_config_provider(None)
+    assert blocks == [8, 4]
+    assert torch.equal(out, x)

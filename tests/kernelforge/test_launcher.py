@@ -181,6 +181,27 @@ def test_checks_still_run_after_a_good_launch(fake):
     assert fake.selected[-1] == "interpret" and len(fake.generated) == 2
 
 
+def test_fast_path_binds_a_grid_function_without_the_launch_options(fake):
+    x, y = torch.zeros(16), torch.zeros(16)
+    for _ in range(2):
+        copy_kernel[lambda meta: (meta["n"] // meta["BLOCK"],)](x, y, 16, BLOCK=4, num_warps=4)
+    assert [launch[0] for launch in fake.launches] == [(4, 1, 1), (4, 1, 1)]
+
+
+def test_fast_path_keeps_one_plan_per_signature_and_backend(fake, monkeypatch):
+    x, y = torch.zeros(16), torch.zeros(16)
+    checked = []
+    real = kf.JITFunction._run_checked
+    monkeypatch.setattr(kf.JITFunction, "_run_checked",
+                        lambda self, *a, **k: checked.append(1) or real(self, *a, **k))
+    for _ in range(3):
+        copy_kernel[(1,)](x, y, 16, BLOCK=kl.constexpr(4))
+        with kf.backend("interpret"):
+            copy_kernel[(1,)](x, y, 16, BLOCK=kl.constexpr(4))
+    assert len(checked) == 2, "a wrapped constexpr and a switched backend each plan once"
+    assert len(fake.launches) == 6
+
+
 def test_launch_options_are_accepted_and_checked(fake):
     copy_kernel[(1,)](torch.zeros(4), torch.zeros(4), 4, BLOCK=4, num_warps=4, num_stages=2)
     with pytest.raises(ValueError, match="num_warps"):
@@ -190,7 +211,7 @@ def test_launch_options_are_accepted_and_checked(fake):
 def test_forced_backend_is_used(fake):
     with kf.backend("interpret"):
         copy_kernel[(1,)](torch.zeros(4), torch.zeros(4), 4, BLOCK=4)
-    assert fake.selected == ["interpret"]
+    assert fake.selected[-1] == "interpret"
 
 
 def test_constexpr_wrapped_values_are_unwrapped(fake):
