@@ -79,8 +79,10 @@ def cached_model_dir(gguf_path: str | os.PathLike) -> Path:
 
 
 def _remove_stale_conversions(gguf_path: Path, keep: Path) -> None:
-    """Delete this GGUF's older conversions (from before the file was reinstalled or
-    changed, or from an older cache format): each is the size of the fp32 weights."""
+    """Delete this GGUF's older conversions (made before the file was reinstalled or
+    changed, or by an older cache format), each the size of the fp32 weights. Only
+    conversions that recorded their `source` are recognised; a process still loading
+    one keeps its open files (POSIX unlinks them once closed)."""
     for old in keep.parent.glob("gguf-*"):
         source = old / "source"
         if old != keep and source.is_file() and source.read_text() == str(gguf_path):

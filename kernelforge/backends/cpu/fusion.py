@@ -258,7 +258,6 @@ def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], priv
     return out
 
 
-
 # ------------------------------------------------------------------ softmax peephole
 
 

@@ -59,10 +59,12 @@ def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
 
 
 def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[int]) -> torch.Tensor:
-    """The value of an affine-plus-dyn form as a `[G or 1, *dims_shape]` int64 tensor.
+    """The value of an affine-plus-dyn form as an int64 tensor that broadcasts to
+    `[G or 1, *dims_shape]` (callers expand it).
 
     A zero affine part and unit coefficients add nothing: the common row start (one
-    int64 offset tensor) comes back as a view, with no op run on it.
+    int64 offset tensor) comes back as a view, with no op run on it, and then has no
+    leading program axis when that tensor does not vary per program.
     """
     rank = len(dims_shape)
     base, pid, blk = aff
@@ -129,8 +131,8 @@ def _make_plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_pr
     window = _window(aff, inner, dyn, box, run_blk, n)
     writable = window is not None and _no_overlap(*window[:2])
     rows_shape = tuple(shape[:inner]) + (1,) * (len(shape) - inner)
-    return _Plan(P.G if per_program else 1, tuple(shape[:inner]), rows_shape, tuple(run_conds), tuple(row_conds), tuple(mixed),
-                 box, run_blk, window, writable)
+    return _Plan(P.G if per_program else 1, tuple(shape[:inner]), rows_shape, tuple(run_conds), tuple(row_conds),
+                 tuple(mixed), box, run_blk, window, writable)
 
 
 def _window(aff: Aff, inner: int, dyn: Sequence[Dyn], box: tuple[int, ...] | None,

@@ -196,7 +196,7 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
     a padded copy when the mask only trims block axes, else a gather."""
     if active is not None and all_true(active):
         active = None  # every program runs (the usual case at decode): take the cached plan
-    n = t.numel() if t.is_contiguous() else extent(t)
+    n = extent(t)
     simple = mask is None and active is None and not isinstance(other, torch.Tensor)
     if simple and P.idx is None:
         key = (aff, shape, conds, P.grid, n)
@@ -268,7 +268,7 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     per_program = value.dim() > rank or active is not None or (mask is not None and mask.dim() > rank)
     if active is not None and all_true(active):
         active = None
-    n = t.numel() if t.is_contiguous() else extent(t)
+    n = extent(t)
     simple = mask is None and active is None
     if P.idx is not None:
         plan: tuple = ("scatter", _live(P.grid, conds, shape))
@@ -306,7 +306,7 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     bounds, distinct), for computing the stored value straight into it; else None."""
     if P.idx is not None or (P.grid[1] > 1 and P.grid[2] * P.grid[0] > 1) or (P.grid[2] > 1 and P.grid[0] > 1):
         return None
-    n = t.numel() if t.is_contiguous() else extent(t)
+    n = extent(t)
     key = (aff, shape, conds, P.grid, n, True)
     plan = _store_plans.get(key)
     if plan is None:

@@ -151,7 +151,8 @@ def _call_ops(ops: dict, dtype: torch.dtype) -> None:
     # A pure decode batch with fewer (sequence, KV head) items than cores and long contexts
     # takes the split-KV path (per-segment partials, then the merge kernel). Recorded as an
     # NPU launches it: on the interpret backend (the NPU/GPU tile rule, not the CPU one), with
-    # 16 threads standing in for the cores `num_cores` reports.
+    # 16 threads standing in for the cores `num_cores` reports (a process-wide setting,
+    # restored below; the checks record launches on one thread).
     long_cache = torch.zeros(2 * 38, block_size, kv_heads, head_size, dtype=dtype)
     decode_q = torch.randn(2, heads, head_size, dtype=dtype)
     threads = torch.get_num_threads()
