@@ -26,6 +26,7 @@ keeps the op-by-op chain, which the tests compare it with).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,24 +43,29 @@ _UNARY = {"exp": "torch.exp", "exp2": "torch.exp2", "log": "torch.log", "log2": 
           "sin": "torch.sin", "abs": "torch.abs", "neg": "torch.neg"}
 
 
+def nested_blocks(block: ir.Block, into_loops: bool = True) -> Iterator[ir.Block]:
+    """`block` and every block nested in it: both branches of each `if` and, unless
+    `into_loops` is False, loop bodies. Each pass below looks at one block at a time."""
+    yield block
+    for st in block.stmts:
+        if isinstance(st, ir.For) and into_loops:
+            yield from nested_blocks(st.body, into_loops)
+        elif isinstance(st, ir.If):
+            yield from nested_blocks(st.then_body, into_loops)
+            yield from nested_blocks(st.else_body, into_loops)
+
+
 def find_pairs(kernel: ir.Kernel, facts: Facts, accesses: dict) -> dict[int, ir.Assign]:
     """`id(store)` -> the assignment whose result it stores, for every fusable pair."""
     refs = references(kernel.body)
     pairs: dict[int, ir.Assign] = {}
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body):
         for pos, st in enumerate(block.stmts):
-            if isinstance(st, ir.For):
-                visit(st.body)
-            elif isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif isinstance(st, ir.Store) and id(st) in accesses and isinstance(st.value, ir.Var):
+            if isinstance(st, ir.Store) and id(st) in accesses and isinstance(st.value, ir.Var):
                 d = _definition(block.stmts[:pos], st.value, refs, facts)
                 if d is not None and accesses[id(st)].ptr.gridded:
                     pairs[id(st)] = d
-
-    visit(kernel.body)
     return pairs
 
 
@@ -118,15 +124,10 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
     inits: dict[str, int] = {}
     dot_ids: set[int] = set()
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body):
         stmts = block.stmts
         for pos, st in enumerate(stmts):
-            if isinstance(st, ir.For):
-                visit(st.body)
-            elif isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif isinstance(st, ir.Assign) and st.op == "dot" and len(st.args) == 3:
+            if isinstance(st, ir.Assign) and st.op == "dot" and len(st.args) == 3:
                 acc = st.args[2]
                 nxt = stmts[pos + 1] if pos + 1 < len(stmts) else None
                 if isinstance(acc, ir.Var) and st.dst.name == acc.name:  # acc = dot(a, b, acc)
@@ -138,8 +139,6 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
                         and acc.type == st.dst.type):
                     candidates.setdefault(acc.name, []).extend((id(st), id(nxt)))
                     dot_ids.add(id(st))
-
-    visit(kernel.body)
     for st in ir.walk(kernel.body):
         if not isinstance(st, ir.Assign):
             continue
@@ -171,15 +170,10 @@ def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
     refs = references(kernel.body)
     out: set[int] = set()
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body):
         defs: dict[str, ir.Assign] = {}
         for st in block.stmts:
-            if isinstance(st, ir.For):
-                visit(st.body)
-            elif isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif isinstance(st, ir.Assign):
+            if isinstance(st, ir.Assign):
                 a = st.args[0] if st.args else None
                 d = defs.get(a.name) if isinstance(a, ir.Var) else None
                 if (d is not None and _has_out_form(st, facts) and st.op != "cast" and refs[a.name] == 2
@@ -188,8 +182,6 @@ def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
                                                 or d.op == "dot")):
                     out.add(id(st))
                 defs[st.dst.name] = st
-
-    visit(kernel.body)
     return out
 
 
@@ -209,18 +201,13 @@ def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int]) -> set[int]
                 readers[n] = st.op if isinstance(st, ir.Assign) else "store"
     out: set[int] = set()
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body, into_loops=False):
         for st in block.stmts:
-            if isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif (isinstance(st, ir.Assign) and id(st) not in inplace and _has_out_form(st, facts)
+            if (isinstance(st, ir.Assign) and id(st) not in inplace and _has_out_form(st, facts)
                   and st.op != "cast" and refs[st.dst.name] == 2 and st.dst.name in readers
                   and readers[st.dst.name] not in _VIEWS and st.dst.type.shape
                   and facts.is_varying(st.dst) == any(facts.is_varying(a) for a in st.args)):
                 out.add(id(st))
-
-    visit(kernel.body)
     return out
 
 
@@ -235,15 +222,10 @@ def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], priv
     """
     out: set[int] = set()
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body):
         defs: dict[str, ir.Assign] = {}
         for st in block.stmts:
-            if isinstance(st, ir.For):
-                visit(st.body)
-            elif isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif isinstance(st, ir.Assign):
+            if isinstance(st, ir.Assign):
                 if st.op == "where" and isinstance(st.args[2], ir.Const) and isinstance(st.args[1], ir.Var):
                     c, x = st.args[0], st.args[1]
                     d = defs.get(x.name)
@@ -253,8 +235,6 @@ def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], priv
                                  and facts.is_varying(d.dst) == any(facts.is_varying(a) for a in d.args))):
                         out.add(id(st))
                 defs[st.dst.name] = st
-
-    visit(kernel.body)
     return out
 
 
@@ -288,21 +268,14 @@ def find_softmaxes(kernel: ir.Kernel) -> dict[int, Softmax]:
     refs = references(kernel.body)
     out: dict[int, Softmax] = {}
 
-    def visit(block: ir.Block) -> None:
+    for block in nested_blocks(kernel.body):
         defs: dict[str, ir.Assign] = {}
         for pos, st in enumerate(block.stmts):
-            if isinstance(st, ir.For):
-                visit(st.body)
-            elif isinstance(st, ir.If):
-                visit(st.then_body)
-                visit(st.else_body)
-            elif isinstance(st, ir.Assign):
+            if isinstance(st, ir.Assign):
                 found = _match_softmax(st, defs, refs) if st.op == "truediv" else None
                 if found is not None and not _reassigned_before(block.stmts[:pos], found):
                     out[id(st)] = found
                 defs[st.dst.name] = st
-
-    visit(kernel.body)
     return out
 
 
