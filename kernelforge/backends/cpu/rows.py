@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, scatter
+from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, put, scatter
 from kernelforge.backends.cpu.views import (Aff, _clip, _live, _no_overlap, _padded, _remember, conds_mask,
                                             extent, values)
 
@@ -169,14 +169,14 @@ def _row_masks(P: Programs, plan: _Plan, shape: tuple[int, ...], conds: Sequence
     for i in plan.row_conds:
         c_base, c_pid, c_blk, c_dyn = conds[i]
         m = _evaluate(P, (c_base, c_pid, c_blk), c_dyn, plan.rows_shape) < 0
-        fill = m if fill is None else fill & m
+        fill = _both(fill, m)
     for v, _, dims, varies in masks:
         m = _place(v, dims, len(shape), varies)
-        fill = m if fill is None else fill & m
+        fill = _both(fill, m)
     keep = fill
     if active is not None:
         a = active.view(-1, *([1] * len(shape)))
-        keep = a if keep is None else keep & a
+        keep = _both(keep, a)
     return _expanded(keep, plan), _expanded(fill, plan)
 
 
@@ -195,7 +195,7 @@ def _split(P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: in
     for i in plan.mixed:
         c_base, c_pid, c_blk, c_dyn = conds[i]
         m = _evaluate(P, (c_base, c_pid, c_blk), c_dyn, shape) < 0
-        lanes = m if lanes is None else lanes & m
+        lanes = _both(lanes, m)
     return _Rows(start.expand(plan.lead, *plan.rows_shape), keep, fill, lanes)
 
 
@@ -220,9 +220,21 @@ def _dense_length(run_blk: Sequence[int], box_run: Sequence[int]) -> int | None:
 
 def _row_view(t: torch.Tensor, n: int, length: int, starts: torch.Tensor) -> torch.Tensor | None:
     """`t`'s memory as non-overlapping rows of `length` when every start is row-aligned."""
-    if length == 0 or n < length or not bool((starts % length == 0).all()):
+    if length == 0 or n < length or not all_true(starts % length == 0):
         return None
     return t.as_strided((n // length, length), (length, 1), t.storage_offset())
+
+
+def _both(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """The conjunction of two optional masks (None: every lane on)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+def _lane_keep(P: Programs, plan: _Plan, r: _Rows, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Every lane's mask, for the lane-by-lane gather or scatter: rows, run and mixed conditions."""
+    return _both(_both(r.keep, conds_mask(P, plan.run_conds, shape)), r.lanes)
 
 
 def _lane_offsets(P: Programs, plan: _Plan, r: _Rows, shape: tuple[int, ...], inner: int) -> torch.Tensor:
@@ -276,11 +288,7 @@ def _load_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tupl
         result = _read_rows(t, extent(t), idx, plan.run_blk, box_run, span_run, checked=r.lanes is not None)
         if result is not None:
             return _finish(result.view(plan.lead, *plan.outer, *box_run), plan, shape, r.fill, r.lanes, other)
-    keep = r.keep
-    for m in (conds_mask(P, plan.run_conds, shape), r.lanes):
-        if m is not None:
-            keep = m if keep is None else keep & m
-    return gather(flat(t), _lane_offsets(P, plan, r, shape, inner), keep, other)
+    return gather(flat(t), _lane_offsets(P, plan, r, shape, inner), _lane_keep(P, plan, r, shape), other)
 
 
 def _finish(result: torch.Tensor, plan: _Plan, shape: tuple[int, ...], fill: torch.Tensor | None,
@@ -317,7 +325,7 @@ def _mask_rows(result: torch.Tensor, fill: torch.Tensor | None, lanes: torch.Ten
     Rows off only because their program is not executing (`active`) keep what was read:
     predication discards every value such a program computes.
     """
-    lane_keep = fill if lanes is None else (lanes if fill is None else fill & lanes)
+    lane_keep = _both(fill, lanes)
     if lane_keep is None or all_true(lane_keep):
         return result
     if isinstance(other, torch.Tensor):
@@ -388,26 +396,18 @@ def _store_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tup
     """The store from computed row starts: a row copy, or a scatter of every lane."""
     r = _split(P, plan, aff, shape, inner, dyn, conds, masks, active)
     if plan.box is None or r.lanes is not None:
-        keep = r.keep
-        for m in (conds_mask(P, plan.run_conds, shape), r.lanes):
-            if m is not None:
-                keep = m if keep is None else keep & m
-        scatter(flat(t), _lane_offsets(P, plan, r, shape, inner), value, keep)
+        scatter(flat(t), _lane_offsets(P, plan, r, shape, inner), value, _lane_keep(P, plan, r, shape))
         return
     box_run = tuple(plan.box[inner:])
     vals, starts = _rows_on(plan, shape, inner, value, r.start.reshape(-1), r.keep)
     if starts.numel() == 0:
         return
-    n = extent(t)
-    lo_run = sum(min(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
-    hi_run = sum(max(c * (k - 1), 0) for c, k in zip(plan.run_blk, box_run))
-    lo, hi = (int(x) for x in torch.aminmax(starts))
-    if lo + lo_run < 0 or hi + hi_run >= n:  # every lane of these rows is on: a fault
-        raise IndexError(f"row store at offsets {lo + lo_run}..{hi + hi_run} of a tensor of {n} elements")
+    # Every lane of these rows is on, so a row leaving `t` is a fault: both writes below
+    # raise IndexError for it (a negative row start included).
     length = _dense_length(plan.run_blk, box_run)
-    view = _row_view(t, n, length, starts) if length is not None else None
+    view = _row_view(t, extent(t), length, starts) if length is not None else None
     if view is not None:
         view.index_copy_(0, starts // length, vals.reshape(-1, length))
         return
     offs = starts.view(-1, *([1] * len(box_run))) + values(P, (0, (0, 0, 0), plan.run_blk), box_run)
-    flat(t).index_put_((offs,), vals)
+    put(flat(t), offs, vals)

@@ -266,10 +266,18 @@ def scatter(flat_t: torch.Tensor, offs: Value, value: Value, mask: Value | None 
     offs, mask = _lanes(offs, mask, active)
     value = torch.as_tensor(value, dtype=flat_t.dtype)
     if mask is None:
-        flat_t[offs] = value.expand(offs.shape) if offs.dim() else value
+        put(flat_t, offs, value.expand(offs.shape))
         return
     value = value.expand(mask.shape)
-    flat_t[offs[mask]] = value[mask]
+    put(flat_t, offs[mask], value[mask])
+
+
+def put(flat_t: torch.Tensor, offs: torch.Tensor, values: torch.Tensor) -> None:
+    """`flat_t[offs] = values` (same shape), with an IndexError for any offset outside
+    `flat_t`: advanced indexing would wrap a negative one around to the end and corrupt
+    memory the kernel never addressed, where `index_copy_` checks both ends."""
+    index = offs.reshape(-1)
+    flat_t.index_copy_(0, index if index.dtype == torch.int64 else index.long(), values.reshape(-1))
 
 
 def atomic_add(flat_t: torch.Tensor, offs: Value, value: Value, mask: Value | None = None,

@@ -110,3 +110,26 @@ def test_restore_undoes_nested_narrowings_in_order():
     want = torch.cat([torch.arange(32.0) + 1100, torch.arange(32.0, 64.0) + 100, torch.arange(64.0, 96.0)])
     torch.testing.assert_close(out, want[:, None].expand(96, 3))
     assert tail.restore((out,))[0] is out  # nothing left to undo
+
+
+@pytest.mark.parametrize("offset", [-1, 16])
+def test_scatter_outside_the_tensor_raises_instead_of_wrapping(offset):
+    t = torch.zeros(16)
+    with pytest.raises(IndexError):
+        rt.scatter(t, torch.tensor([0, offset]), torch.tensor([1.0, 2.0]))
+    with pytest.raises(IndexError):
+        rt.scatter(t, torch.tensor([offset, 3]), 5.0, mask=torch.tensor([True, False]))
+    assert t[-1] == 0 and t[0] in (0, 1)
+
+
+@kf.jit
+def _store_at(out_ptr, idx_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK)
+    kl.store(out_ptr + kl.load(idx_ptr + offs), offs.to(kl.float32))
+
+
+def test_a_store_at_a_negative_offset_is_a_kernel_fault():
+    out = torch.zeros(8)
+    with pytest.raises(kf.KernelFault, match="out-of-bounds"):
+        _store_at[(1,)](out, torch.tensor([0, 1, 2, -1], dtype=torch.int32), BLOCK=4)
+    assert out[-1] == 0, "nothing was written at the end of the tensor"
