@@ -366,8 +366,9 @@ def test_cdiv_on_runtime_values_and_pointer_element_types():
 @pytest.mark.parametrize("div_or_mod", [False, True])
 def test_promotion_table_matches_triton(div_or_mod):
     """Our `computation_type` against triton's own, for every dtype pair, strong and weak."""
-    tl = pytest.importorskip("triton.language")
-    semantic_mod = pytest.importorskip("triton.language.semantic")
+    reason = "compares with upstream triton's own promotion (pip install -e '.[triton]'; make test has it)"
+    tl = pytest.importorskip("triton.language", reason=reason)
+    semantic_mod = pytest.importorskip("triton.language.semantic", reason=reason)
     from kernelforge.frontend.semantic import SemanticError, computation_type
 
     theirs = semantic_mod.TritonSemantic(None).computation_type_impl

@@ -31,7 +31,8 @@ def launches(backend: str, hidden: int, heads: int, head_size: int) -> list:
 @pytest.mark.parametrize(("hidden", "heads", "head_size"), [(64, 1, 64), (576, 9, 64), (8192, 4, 256)])
 def test_default_config_is_in_the_space(backend, hidden, heads, head_size):
     if backend not in kf.available_backends():
-        pytest.skip(f"backend {backend} unavailable")
+        pytest.skip(f"backend {backend} needs upstream triton (pip install -e '.[triton]'); "
+                    "make test installs it, and there this skip fails the run")
     found = launches(backend, hidden, heads, head_size)
     assert {launch.autotuned.name for launch in found} >= {
         "_rms_norm_kernel", "_rotary_kernel", "_reshape_and_cache_kernel", "_paged_attention_kernel"}
