@@ -31,29 +31,27 @@ def _ident(launch):
     return library_versions(), launch.key
 
 
-def test_adding_one_config_re_times_only_that_config(fake_target, make_sleepy, capture_one):
-    costs = {16: 0.001, 32: 0.002, 64: 0.004}
+def _retune_with_config_64_added(make_sleepy, capture_one, costs):
+    """Tune BLOCK 16/32 (16 is the default), then tune again with 64 added; returns the
+    second result and the BLOCKs the second tuning ran, in order."""
     _, at = make_sleepy(lambda b, n: costs[b], configs=(16, 32))
     Tuner(search="exhaustive").tune(capture_one(at))
     jit2, at2 = make_sleepy(lambda b, n: costs[b], configs=(16, 32, 64))
     launch = capture_one(at2)
     before = len(jit2.calls)
     result = Tuner(search="exhaustive").tune(launch)
+    return result, [c["BLOCK"] for c in jit2.calls[before:]]
+
+
+def test_adding_one_config_re_times_only_that_config(fake_target, make_sleepy, capture_one):
+    result, blocks = _retune_with_config_64_added(make_sleepy, capture_one, {16: 0.001, 32: 0.002, 64: 0.004})
     assert result.timed == 1 and result.best == Config(BLOCK=16)
-    blocks = [c["BLOCK"] for c in jit2.calls[before:]]
     assert blocks[0] == 16 and set(blocks[1:]) == {64}  # one reference run of the default, then 64 only
 
 
 def test_a_new_winner_is_confirmed_head_to_head_with_the_default(fake_target, make_sleepy, capture_one):
-    costs = {16: 0.003, 32: 0.004, 64: 0.0005}
-    _, at = make_sleepy(lambda b, n: costs[b], configs=(16, 32))
-    Tuner(search="exhaustive").tune(capture_one(at))
-    jit2, at2 = make_sleepy(lambda b, n: costs[b], configs=(16, 32, 64))
-    launch = capture_one(at2)
-    before = len(jit2.calls)
-    result = Tuner(search="exhaustive").tune(launch)
+    result, blocks = _retune_with_config_64_added(make_sleepy, capture_one, {16: 0.003, 32: 0.004, 64: 0.0005})
     assert result.best == Config(BLOCK=64)
-    blocks = [c["BLOCK"] for c in jit2.calls[before:]]
     rounds = blocks[blocks.index(16, 1):]  # after the reference run and 64's own timing
     assert rounds[:6] == [16, 64, 32] * 2  # finalists interleaved, the default first
 
