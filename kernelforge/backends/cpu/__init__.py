@@ -4,7 +4,8 @@
 `load` executes it once and hands back its `launch`. `KF_SANITIZE=1`, read at
 generate time, adds bounds checks to every memory access; the launcher's cache key
 must therefore include it. `KF_CPU_COMPILE=1`, read at load time, hands the
-generated compute regions (`regions.py`) to `torch.compile`.
+generated compute regions (`regions.py`) to `torch.compile`. Loading a kernel also fixes
+glibc's malloc thresholds once (`allocator.py`), so launches reuse freed temporaries.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from kernelforge import ir
 from kernelforge.backends import Launch
+from kernelforge.backends.cpu.allocator import keep_freed_memory
 from kernelforge.backends.cpu.codegen import generate
 
 
@@ -64,6 +66,7 @@ class CPUBackend:
         return generate(kernel, sanitize=sanitize_enabled())
 
     def load(self, source: str, key: str) -> Launch:
+        keep_freed_memory()
         filename = f"<kernelforge-cpu {key}>"
         # Registering the text lets tracebacks and debuggers show the generated lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
