@@ -197,15 +197,28 @@ def check_paged_attention(
         _fail(op, f"softmax_scale must be positive, got {softmax_scale!r}")
     if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window <= 0):
         _fail(op, f"sliding_window must be a positive int or None, got {sliding_window!r}")
-    if not reads_contents(block_table, cu_seqlens_q, seqused_k):
-        return
-    cu = cu_seqlens_q.long()
-    q_lens = cu[1:] - cu[:-1]
-    if int(cu[0]) != 0 or int(cu[-1]) > num_tokens or bool((q_lens < 0).any()):
+    if reads_contents(block_table, cu_seqlens_q, seqused_k):
+        _check_paged_contents(op, num_tokens, block_size, num_blocks, block_table, cu_seqlens_q, seqused_k,
+                              max_seqlen_q, max_seqlen_k)
+
+
+def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks: int, block_table: Tensor,
+                          cu_seqlens_q: Tensor, seqused_k: Tensor, max_seqlen_q: int, max_seqlen_k: int) -> None:
+    """The sequence lengths and the block-table entries a batch's contexts use.
+
+    This runs on every call of a decode step, so it reads each tensor in as few passes as
+    it can: the block table's used entries are bounded with one `aminmax` over the table,
+    unused entries counted as block 0 (always valid); the exact range is only worked out
+    for the error message.
+    """
+    num_seqs = seqused_k.shape[0]
+    first, last = int(cu_seqlens_q[0]), int(cu_seqlens_q[-1])
+    q_lens = cu_seqlens_q.diff()
+    if first != 0 or last > num_tokens or (num_seqs and int(q_lens.min()) < 0):
         _fail(op, f"cu_seqlens_q must start at 0, never decrease and end at <= {num_tokens} (query tokens)")
     if num_seqs == 0:
         return
-    if bool((seqused_k.long() < q_lens).any()):
+    if int((seqused_k - q_lens).min()) < 0:
         _fail(op, "seqused_k[s] (cached + new tokens) must be >= the query length of sequence s")
     if int(q_lens.max()) > max_seqlen_q:
         _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({int(q_lens.max())})")
@@ -215,8 +228,14 @@ def check_paged_attention(
     if longest > block_table.shape[1] * block_size:
         _fail(op, f"a context of {longest} tokens needs more than block_table's "
                   f"{block_table.shape[1]} blocks of {block_size}")
-    used = torch.arange(block_table.shape[1], device=dev)[None, :] * block_size < seqused_k[:, None]
-    entries = block_table[used]
-    if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= num_blocks):
+    columns = -(-longest // block_size)  # blocks of the longest context: no later column is used
+    if not columns:
+        return
+    table = block_table[:, :columns]
+    starts = torch.arange(0, columns * block_size, block_size, dtype=torch.int32, device=table.device)
+    used = starts[None, :] < seqused_k[:, None]
+    lo, hi = (int(v) for v in torch.aminmax(table.where(used, 0)))
+    if lo < 0 or hi >= num_blocks:
+        entries = table[used]
         _fail(op, f"block_table holds block {int(entries.min())}..{int(entries.max())} "
                   f"but the cache has blocks 0..{num_blocks - 1}")

@@ -132,7 +132,7 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
     if acc is None:
         if mask is None and active is None:
             clone = ".clone()" if gen.py(ptr) and ptr.root in gen.written_roots else ""
-            return f"{flat}[{gen.val(ptr)}]{clone}", varying
+            return f"rt.take({flat}, {gen.val(ptr)}){clone}", varying
         extra = f", active={active}" if active else ""
         return f"rt.gather({flat}, {gen.val(ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
                f"{other_v}{extra})", varying

@@ -220,6 +220,20 @@ def _take(flat_t: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     return flat_t.index_select(0, offs.reshape(-1)).view(offs.shape)
 
 
+def take(flat_t: torch.Tensor, offs: Value) -> torch.Tensor:
+    """Unmasked load `flat_t[offs]` that faults (IndexError) on any offset outside `flat_t`.
+
+    Advanced indexing would wrap a negative offset around to the end, and it costs
+    several times `index_select`, which checks both ends. A Python-int offset (uniform
+    across programs) gives a 0-d view.
+    """
+    if isinstance(offs, torch.Tensor):
+        return _take(flat_t, offs)
+    if not 0 <= offs < flat_t.numel():
+        raise IndexError(f"offset {offs} is outside a tensor of {flat_t.numel()} elements")
+    return flat_t[offs]
+
+
 def unbroadcast(t: torch.Tensor) -> torch.Tensor:
     """`t` without the data of its broadcast (stride-0) dims: those shrink to size 1."""
     sizes = [1 if st == 0 else n for n, st in zip(t.shape, t.stride())]

@@ -112,3 +112,22 @@ def test_reshape_and_cache_rejects():
         reshape_and_cache(key, key, cache, cache[:1].clone(), slots)
     with pytest.raises(ValueError, match="key's heads must be contiguous"):
         reshape_and_cache(key.transpose(0, 1).contiguous().transpose(0, 1), key, cache, cache.clone(), slots)
+
+
+def test_paged_attention_checks_only_the_block_table_entries_a_context_uses():
+    """Entries past each context (vLLM pads with -1 or stale numbers) are never read; a used
+    entry out of range is named with the used entries' exact range."""
+    def table(a, bad):
+        t = torch.full_like(a["block_table"], -1 if bad is None else 7)
+        used = (torch.arange(t.shape[1])[None, :] * 16) < a["seqused_k"][:, None].long()
+        t[used] = a["block_table"][used]
+        t[0, 2] = 1 << 20  # the first context (20 keys) uses two blocks: 4 and 0
+        if bad is not None:
+            t[1, 0] = bad
+        return t
+    out = torch.empty(4, 4, 64)
+    attention_call(block_table=lambda a: table(a, None), out=out)()
+    assert torch.isfinite(out).all()
+    for bad, used_range in ((-3, r"-3\.\.4"), (500, r"0\.\.500")):
+        with pytest.raises(ValueError, match=rf"block_table holds block {used_range} "):
+            attention_call(block_table=lambda a: table(a, bad))()

@@ -133,3 +133,28 @@ def test_a_store_at_a_negative_offset_is_a_kernel_fault():
     with pytest.raises(kf.KernelFault, match="out-of-bounds"):
         _store_at[(1,)](out, torch.tensor([0, 1, 2, -1], dtype=torch.int32), BLOCK=4)
     assert out[-1] == 0, "nothing was written at the end of the tensor"
+
+
+@kf.jit
+def _load_at(out_ptr, x_ptr, idx_ptr):
+    pid = kl.program_id(0)
+    kl.store(out_ptr + pid, kl.load(x_ptr + kl.load(idx_ptr + pid)))
+
+
+def test_a_scalar_load_at_a_negative_offset_is_a_kernel_fault():
+    """Advanced indexing would read x[-1] (the tensor's end) instead of faulting."""
+    out = torch.zeros(3)
+    x = torch.arange(8.0)
+    _load_at[(3,)](out, x, torch.tensor([5, 0, 7], dtype=torch.int32))
+    assert out.tolist() == [5.0, 0.0, 7.0]
+    with pytest.raises(kf.KernelFault, match="out-of-bounds"):
+        _load_at[(3,)](out, x, torch.tensor([5, -1, 7], dtype=torch.int32))
+
+
+def test_take_faults_outside_the_tensor_for_tensor_and_int_offsets():
+    t = torch.arange(4.0)
+    assert rt.take(t, torch.tensor([[3, 0]], dtype=torch.int32)).tolist() == [[3.0, 0.0]]
+    assert rt.take(t, 2).item() == 2.0
+    for offs in (torch.tensor([0, -1]), torch.tensor([4]), -1, 4):
+        with pytest.raises(IndexError):
+            rt.take(t, offs)
