@@ -51,6 +51,9 @@ LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E)
 # Elements of one score tile across all programs of a CPU launch above which tiles shrink
 # (down to 64 keys; see `_default`).
 CPU_SCORE_ELEMENTS = 1 << 20
+# Query rows (tokens x the heads of a group) of one CPU program when prefill is in the batch:
+# 64 measured fastest for GROUP 1 and 3 (see `_geometry`).
+CPU_PREFILL_ROWS = 64
 # Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
 CPU_SEGMENT_KEYS = 128
 
@@ -58,10 +61,14 @@ CPU_SEGMENT_KEYS = 128
 def _geometry(args: dict, tile: int) -> kf.Config:
     """BLOCK_M and TILE for one tile size. Triton's `dot` wants at least 16 rows; the CPU
     backend pays for every padded row, so there a program holds just the query heads of
-    one group times one token at decode, or times up to 16 tokens when prefill is in the batch."""
+    one group times one token at decode. With prefill in the batch it holds about
+    CPU_PREFILL_ROWS rows (as many tokens as fit, at least one): every query block gathers
+    its whole causal K/V prefix, so more tokens per block mean fewer gathers, while the
+    scores its diagonal tile wastes grow with the block."""
     group = args["GROUP"]
     if on_cpu_backend(args["query_ptr"].device):
-        return kf.Config(BLOCK_M=next_power_of_2(group * min(16, args["max_seqlen_q"])), TILE=tile)
+        rows = max(group, min(CPU_PREFILL_ROWS, group * args["max_seqlen_q"]))
+        return kf.Config(BLOCK_M=next_power_of_2(rows), TILE=tile)
     return kf.Config(BLOCK_M=max(16, next_power_of_2(group)), TILE=tile)
 
 
@@ -97,16 +104,20 @@ def _default(args: dict) -> kf.Config:
     head size 256 fits none, the NPU then rejects the smallest with the compiler's error). On the
     CPU backend every tile is one round of batched torch ops over all programs, so a tile
     covers a segment's whole context (up to 256 keys) unless the tiles of the programs that
-    can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries.
-    With prefill in the batch the [BLOCK_M, TILE] score tiles of all programs are the big
-    temporaries: past CPU_SCORE_ELEMENTS, tiles of 64 keys measured faster than wider ones."""
+    can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries
+    at decode. With prefill in the batch the fp32 accumulators of all programs, as large as
+    the query, are live anyway, and a 64-key K or V tile is no larger than them, so tiles
+    stay at 64 keys or more; the [BLOCK_M, TILE] score tiles of all programs are then the
+    big temporaries: past CPU_SCORE_ELEMENTS, tiles of 64 keys measured faster than wider
+    ones, and narrower ones only add steps (each rescales every accumulator)."""
     if not on_cpu_backend(args["query_ptr"].device):
         return [c for c in _configs(args) if c["TILE"] <= 64][-1]
     block_m = _geometry(args, 16)["BLOCK_M"]
     items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_m // args["GROUP"]) * args["num_kv_heads"]
     seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
     tile = max(16, min(256, next_power_of_2(seg_len)))  # 16 keys at least: the smallest tunable tile
-    while tile > 16 and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
+    narrowest = 16 if args["max_seqlen_q"] == 1 else min(64, tile)
+    while tile > narrowest and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
         tile //= 2
     while tile > 64 and items * block_m * tile > CPU_SCORE_ELEMENTS:
         tile //= 2

@@ -219,6 +219,50 @@ def test_cpu_prefill_tile_follows_the_score_budget(num_tokens, num_seqs, max_seq
     assert tile == 64 or blocks * 3 * config["BLOCK_M"] * tile <= attention_module.CPU_SCORE_ELEMENTS
 
 
+@pytest.mark.parametrize(("group", "max_seqlen_q", "block_m"), [
+    (1, 300, 64),  # MHA prefill: 64 tokens per program
+    (3, 300, 64),  # GQA: 21 tokens of 3 heads
+    (5, 300, 64),  # 12 tokens of 5 heads
+    (1, 3, 4),  # short prompts: no more rows than the longest holds
+    (96, 40, 128),  # a group wider than the row target: one token of every head
+    (3, 1, 4),  # decode: one token
+])
+def test_cpu_program_rows(group, max_seqlen_q, block_m):
+    args = dict(query_ptr=torch.empty(0), GROUP=group, max_seqlen_q=max_seqlen_q)
+    with kf.backend("cpu"):
+        config = attention_module._geometry(args, 64)
+    assert config["BLOCK_M"] == block_m
+    assert config["BLOCK_M"] // group >= 1
+
+
+def test_cpu_prefill_tiles_never_narrow_below_64_keys():
+    """A Llama-sized batch of prompts (32 KV heads of 128) passes the decode tile budget at
+    any width; with prefill its tiles stay at 64 keys, which measured fastest."""
+    args = dict(query_ptr=torch.empty(0), GROUP=1, max_seqlen_q=300, num_tokens=2145, num_seqs=12,
+                num_kv_heads=32, NUM_SEGMENTS=1, max_seqlen_k=300, HEAD_PAD=128)
+    with kf.backend("cpu"):
+        config = attention_module._default(args)
+    assert (config["BLOCK_M"], config["TILE"]) == (64, 64)
+    items = attention_module.num_q_blocks(2145, 12, 64) * 32
+    assert attention_module._cpu_tile_elements(items, args, 64) > attention_module.CPU_TILE_ELEMENTS
+
+
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_prefill_blocks_straddling_sequence_ends(group, dtype):
+    """Prompts one short of, at and one past a 64-row block (and 21-token blocks for GROUP 3),
+    a chunk whose first block ends inside it, a decode and an empty slot between them."""
+    q_lens = [63, 64, 65, 1, 0, 129, 22, 40]
+    ctx_lens = [63, 64, 65, 70, 5, 129, 22, 100]
+    batch = make_paged_batch(q_lens=q_lens, ctx_lens=ctx_lens, num_heads=2 * group, num_kv_heads=2,
+                             head_size=64, block_size=16, dtype=dtype, seed=12, pad_tokens=3)
+    with kf.backend("cpu"), capture_launches() as captured:
+        paged_attention(torch.empty_like(batch.query), *batch.args(), 0.125)
+    assert captured[0]["max_seqlen_q"] == 129
+    check("cpu", batch, dtype)
+    check("cpu", batch, dtype, window=30)
+
+
 @pytest.mark.parametrize(("num_seqs", "num_kv_heads", "max_seqlen_k", "head_pad"),
                          [(64, 32, 2048, 128), (16, 32, 2048, 128), (64, 3, 2048, 64), (4, 3, 2048, 64)])
 def test_cpu_decode_tiles_stay_within_the_budget(num_seqs, num_kv_heads, max_seqlen_k, head_pad):
