@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ASCEND_VENV := .venv-ascend
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast serve check-ascend bench clean
+.PHONY: setup test test-fast test-gpu serve check-ascend clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ test: setup $(ASCEND_VENV)/.installed
 
 test-fast: setup
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+# On a GPU machine, with that machine's own CUDA torch and triton (the venv's torch is CPU-only):
+# the kernels on backend triton against the reference, then their decode bandwidth.
+test-gpu:
+	KF_DEVICE_TEST=triton:cuda $(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
+	$(PYTHON) -m benchmarks.attention_bandwidth --device cuda --seqs 1,16,64,256 --contexts 512,2048,8192
 
 serve: setup
 	$(PY) -m runtime.serve $(SERVE_ARGS)
