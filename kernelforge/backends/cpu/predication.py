@@ -144,7 +144,8 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
         full[v] = gen.fresh(f"{pv}_all")
         gen.emit(f"{full[v]} = {pv}")
         gen.emit(f"{pv} = {cp}.take({pv})")
-    gen.emit(f"for {t} in range({lo}, {hi}):")
+    kept_run = _kept_programs_steps(gen, s, t, trips, lo)
+    gen.emit(f"for {t} in range({kept_run}, {hi}):")
     gen.depth += 1
     act = gen.fresh("running")
     running = f"({t} < {trips})" + (" & alive" if gen.facts.divergent_return else "")
@@ -176,6 +177,26 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
         pv = v if v == trips else gen.name(v)
         gen.emit(f"{pv} = {full[v]}")
     gen.depth -= 1
+
+
+def _kept_programs_steps(gen: "CodeGen", s: ir.For, t: str, trips: str, lo: str) -> str:
+    """Emits the tail's steps that every program the compaction kept runs, unmasked, and
+    returns the name of the step the masked tail starts at.
+
+    A compacted tail holds just the programs with more than `lo` trips, so each of them runs
+    at least step `lo`; a batch whose programs run one tile or none (split-KV decode) then
+    needs no masked step at all. Uncompacted, the tail still holds programs that are done
+    and this part is empty. Inside it every program is on (the enclosing mask included: its
+    programs' trips were zeroed), except for programs that return, which `alive` keeps.
+    """
+    kept_run = gen.fresh("kept_run")
+    gen.emit(f"{kept_run} = max({lo}, int({trips}.min()))")
+    gen.emit(f"for {t} in range({lo}, {kept_run}):  # every program the tail kept iterates")
+    gen.depth += 1
+    _loop_var(gen, s, t)
+    gen.depth -= 1
+    gen.body_block(s.body, "alive" if gen.facts.divergent_return else None)
+    return kept_run
 
 
 def _narrow(gen: "CodeGen", cp: str, act: str, running: str, carried: list[str], reads: list[str]) -> None:

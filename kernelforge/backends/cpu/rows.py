@@ -330,7 +330,20 @@ def _mask_rows(result: torch.Tensor, fill: torch.Tensor | None, lanes: torch.Ten
         return result
     if isinstance(other, torch.Tensor):
         return torch.where(lane_keep, result, other)
+    if lanes is None and result.is_contiguous():
+        return _fill_rows(result, fill, other)
     return result.masked_fill_(~lane_keep, other)  # `result` is a fresh copy: fill in place
+
+
+def _fill_rows(result: torch.Tensor, row_keep: torch.Tensor, other: Value) -> torch.Tensor:
+    """`result` (contiguous, `[*rows, *run]`) with the rows that are off set to `other`.
+
+    One fill per row that is off: `masked_fill_` with a mask broadcast over the run tests
+    every lane at about a nanosecond each, several times the cost of these row fills.
+    """
+    off = (~row_keep).reshape(-1).nonzero().squeeze(1)
+    result.view(row_keep.numel(), -1).index_fill_(0, off, other)
+    return result
 
 
 def store_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], inner: int,

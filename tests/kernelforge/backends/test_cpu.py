@@ -288,6 +288,46 @@ def test_divergent_loop_trip_counts(lens):
 
 
 @kf.jit
+def gated_ragged_sum_kernel(x_ptr, lens_ptr, stops_ptr, out_ptr, WIDTH: kl.constexpr, BLOCK: kl.constexpr):
+    """Sums x[pid, :len] in BLOCK chunks for the programs with an even pid, stopping (and
+    returning without a store) before the chunk that starts at or past `stop`."""
+    pid = kl.program_id(0)
+    length = kl.load(lens_ptr + pid)
+    stop = kl.load(stops_ptr + pid)
+    acc = kl.zeros((BLOCK,), dtype=kl.float32)
+    if pid % 2 == 0:
+        for i in range(0, length, BLOCK):
+            if i >= stop:
+                return
+            offs = i + kl.arange(0, BLOCK)
+            acc += kl.load(x_ptr + pid * WIDTH + offs, mask=offs < length, other=0.0)
+    kl.store(out_ptr + pid, kl.sum(acc))
+
+
+@given(lens=st.lists(st.integers(0, 40), min_size=40, max_size=40),
+       stops=st.lists(st.sampled_from([0, 16, 100]), min_size=40, max_size=40))
+def test_a_compacted_tail_runs_its_shared_steps_unmasked(lens, stops):
+    """Most programs run no chunk, so the tail is compacted to the rest, which all run its
+    first step (and some more): that step takes the unmasked path, whose results must
+    match, also under an enclosing divergent `if` and with programs returning."""
+    lens = [n if p >= 24 else 0 for p, n in enumerate(lens)]
+    source = gated_ragged_sum_kernel.source("cpu", x_ptr="*fp32", lens_ptr="*i32", stops_ptr="*i32",
+                                            out_ptr="*fp32", WIDTH=40, BLOCK=16)
+    assert "every program the tail kept iterates" in source
+    x = torch.randn(40, 40)
+    out = torch.full((40,), -7.0)
+    gated_ragged_sum_kernel[(40,)](x, torch.tensor(lens, dtype=torch.int32), torch.tensor(stops, dtype=torch.int32),
+                                   out, WIDTH=40, BLOCK=16)
+    for p, (n, stop) in enumerate(zip(lens, stops)):
+        if p % 2 == 1 or n == 0:
+            torch.testing.assert_close(out[p], x[p, :0].sum())
+        elif stop < n:  # returns before storing
+            assert out[p] == -7.0
+        else:
+            torch.testing.assert_close(out[p], x[p, :n].sum())
+
+
+@kf.jit
 def branchy_kernel(x_ptr, out_ptr, flag, BLOCK: kl.constexpr):
     pid = kl.program_id(0)
     offs = pid * BLOCK + kl.arange(0, BLOCK)

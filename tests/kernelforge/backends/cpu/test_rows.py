@@ -30,6 +30,21 @@ def test_masked_rows_read_other():
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("other", [0.0, float("-inf"), 2.5])
+def test_masked_rows_read_other_whatever_the_memory_holds(other):
+    """Rows that are off read offset 0 (NaN here) and are then filled row by row: no
+    arithmetic may leak the NaN, and the rows that are on keep their exact values."""
+    t = torch.arange(40.0)
+    t[0] = float("nan")
+    t[20] = float("inf")
+    keep = torch.tensor([[False, True, False], [True, False, False]])
+    got = load(t, [[0, 20, 4], [8, 0, 30]], 4, masks=((keep, 1, (0,), True),), other=other)
+    want = torch.full((2, 3, 4), other)
+    want[0, 1] = t[20:24]
+    want[1, 0] = t[8:12]
+    torch.testing.assert_close(got, want)
+
+
 def test_rows_of_programs_not_executing_are_never_read():
     """Program 1 is not executing: its row start lies past the end, which must not fault;
     its values are unspecified (predication drops them), program 0's are exact."""
