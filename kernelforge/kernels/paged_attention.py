@@ -105,18 +105,19 @@ def _default(args: dict) -> kf.Config:
     CPU backend every tile is one round of batched torch ops over all programs, so a tile
     covers a segment's whole context (up to 256 keys) unless the tiles of the programs that
     can be scanning at once would pass CPU_TILE_ELEMENTS, which bounds a tile's temporaries
-    at decode. With prefill in the batch the fp32 accumulators of all programs, as large as
-    the query, are live anyway, and a 64-key K or V tile is no larger than them, so tiles
-    stay at 64 keys or more; the [BLOCK_M, TILE] score tiles of all programs are then the
-    big temporaries: past CPU_SCORE_ELEMENTS, tiles of 64 keys measured faster than wider
-    ones, and narrower ones only add steps (each rescales every accumulator)."""
+    at decode. With prefill in the batch the fp32 [BLOCK_M, HEAD_PAD] accumulators of all
+    programs are live anyway, and a K or V tile of BLOCK_M keys is no larger, so the budget
+    narrows tiles no further than that (nor below 16 keys, nor 64 keys from above); the
+    [BLOCK_M, TILE] score tiles of all programs are then the big temporaries: past
+    CPU_SCORE_ELEMENTS, tiles of 64 keys measured faster than wider ones, and narrower ones
+    only add steps (each rescales every accumulator)."""
     if not on_cpu_backend(args["query_ptr"].device):
         return [c for c in _configs(args) if c["TILE"] <= 64][-1]
     block_m = _geometry(args, 16)["BLOCK_M"]
     items = num_q_blocks(args["num_tokens"], args["num_seqs"], block_m // args["GROUP"]) * args["num_kv_heads"]
     seg_len = math.ceil(args["max_seqlen_k"] / args["NUM_SEGMENTS"])
     tile = max(16, min(256, next_power_of_2(seg_len)))  # 16 keys at least: the smallest tunable tile
-    narrowest = 16 if args["max_seqlen_q"] == 1 else min(64, tile)
+    narrowest = 16 if args["max_seqlen_q"] == 1 else min(tile, 64, max(16, block_m))
     while tile > narrowest and _cpu_tile_elements(items, args, tile) > CPU_TILE_ELEMENTS:
         tile //= 2
     while tile > 64 and items * block_m * tile > CPU_SCORE_ELEMENTS:

@@ -235,16 +235,21 @@ def test_cpu_program_rows(group, max_seqlen_q, block_m):
     assert config["BLOCK_M"] // group >= 1
 
 
-def test_cpu_prefill_tiles_never_narrow_below_64_keys():
-    """A Llama-sized batch of prompts (32 KV heads of 128) passes the decode tile budget at
-    any width; with prefill its tiles stay at 64 keys, which measured fastest."""
-    args = dict(query_ptr=torch.empty(0), GROUP=1, max_seqlen_q=300, num_tokens=2145, num_seqs=12,
-                num_kv_heads=32, NUM_SEGMENTS=1, max_seqlen_k=300, HEAD_PAD=128)
+@pytest.mark.parametrize(("max_seqlen_q", "num_tokens", "num_seqs", "block_m", "tile"), [
+    (300, 2145, 12, 64, 64),  # prompts: tiles as wide as the 64-row blocks, which measured fastest
+    (2, 128, 64, 2, 16),  # 2-token chunks: the budget narrows tiles as at decode
+    (32, 2048, 64, 32, 32),  # 32-token blocks: tiles narrow to 32 keys, no further
+])
+def test_cpu_prefill_tiles_narrow_to_their_block(max_seqlen_q, num_tokens, num_seqs, block_m, tile):
+    """Llama-sized batches (32 KV heads of 128) pass the decode tile budget at any width;
+    with prefill the budget narrows tiles only down to BLOCK_M keys (16 at least)."""
+    args = dict(query_ptr=torch.empty(0), GROUP=1, max_seqlen_q=max_seqlen_q, num_tokens=num_tokens,
+                num_seqs=num_seqs, num_kv_heads=32, NUM_SEGMENTS=1, max_seqlen_k=2048, HEAD_PAD=128)
     with kf.backend("cpu"):
         config = attention_module._default(args)
-    assert (config["BLOCK_M"], config["TILE"]) == (64, 64)
-    items = attention_module.num_q_blocks(2145, 12, 64) * 32
-    assert attention_module._cpu_tile_elements(items, args, 64) > attention_module.CPU_TILE_ELEMENTS
+    assert (config["BLOCK_M"], config["TILE"]) == (block_m, tile)
+    items = attention_module.num_q_blocks(num_tokens, num_seqs, block_m) * 32
+    assert attention_module._cpu_tile_elements(items, args, tile) > attention_module.CPU_TILE_ELEMENTS
 
 
 @pytest.mark.parametrize("group", [1, 3])
