@@ -17,7 +17,6 @@ table and writes the rows to --json (default bench-results/attention_bandwidth.j
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from typing import Callable
 import torch
 
 import kernelforge as kf
+from benchmarks import write_json
 from benchmarks.kernels import BLOCK_SIZE, MODELS
 from kernelforge import kernels
 from kernelforge.kernels import reference
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     peak_cell = f"{peak_share:.0%}" if peak_share else "-"
                     print(f"| {name} | {seqs} | {context} | {ms:.3f} | {gbs:.1f} | {gbs / copy_gbs:.0%} | {peak_cell} |",
                           flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     return rows
 
 

@@ -12,16 +12,17 @@ Markdown table and writes every number to --json. Never asserts anything about s
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import kernelforge as kf
+from benchmarks import write_json
 from autotune import AutotuneCache, Tuner, TuneError, registry
 from autotune.__main__ import format_config, format_key
 from autotune.effort import get_effort
@@ -88,8 +89,7 @@ def main() -> int:
     if args.json:
         meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
                 "processor": platform.processor(), "effort": args.effort, "backend": "cpu"}
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": rows}, f, indent=1)
+        write_json(Path(args.json), {"meta": meta, "results": rows})
     return 0
 
 

@@ -15,7 +15,6 @@ fastest runs is shown too (on a shared machine preemption only ever adds time).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks import write_json
 import kernelforge as kf
 import kernelforge.language as kl
 
@@ -214,9 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|" + "---|" * len(head))
     results = run(args.reps, args.compile)
     path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_json(path, {"meta": meta, "results": results})
     print(f"wrote {path}")
 
 

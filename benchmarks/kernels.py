@@ -21,7 +21,6 @@ bench-results/kernels.json). Never asserts anything about speed.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Callable
 import torch
 
 import kernelforge as kf
+from benchmarks import write_json
 from kernelforge import kernels
 from kernelforge.kernels import reference
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     factories = build_cases(args.models.split(","), [int(s) for s in args.seqs.split(",")],
                             [int(c) for c in args.contexts.split(",")], dtype, args.serving)
     rows = []
-    print(f"| kernel | shape | kf ms | torch ms | kf/torch |\n|---|---|---:|---:|---:|", flush=True)
+    print("| kernel | shape | kf ms | torch ms | kf/torch |\n|---|---|---:|---:|---:|", flush=True)
     with kf.backend("cpu"):
         for make in factories:
             for case in make():
@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                  threads=torch.get_num_threads()))
                 print(f"| {case.kernel} | {case.shape} | {kf_ms:.3f} | {torch_ms:.3f} | {kf_ms / torch_ms:.2f} |",
                       flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     return rows
 
 

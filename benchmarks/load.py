@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import write_json
+
 # Runs in the child process; prints one JSON line with its timings.
 _CHILD = """
 import json, sys, time
@@ -76,9 +78,8 @@ def main() -> None:
     print(f"model: {rows[0]['name']} ({rows[0]['params'] / 1e6:.0f}M parameters), cpu, float32\n")
     print(table(rows))
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_json(out, {"meta": meta, "rows": rows})
     print(f"\nwrote {out}")
 
 

@@ -24,7 +24,6 @@ run; the plot shows throughput against max_num_seqs. Speed is reported, never as
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_json
 HF_BATCH = 16
 
 
@@ -160,14 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nbest: max_num_seqs={best.max_num_seqs}, {best.tokens_per_s:.1f} useful tok/s, "
           f"{best.tokens_per_s / baseline.tokens_per_s:.2f}x transformers")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "num_requests": args.num_requests, "seed": args.seed, "max_prompt_len": args.max_prompt_len,
             "max_output_len": args.max_output_len, "threads": torch.get_num_threads(),
             "max_num_batched_tokens": args.max_num_batched_tokens, "useful_tokens": work.useful_tokens,
             "runs": [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in [*runs, baseline]],
             "best_ratio": best.tokens_per_s / baseline.tokens_per_s,
-        }, indent=2))
+        })
     if args.plot:
         plot(runs, baseline, args.plot)
 
