@@ -28,6 +28,7 @@ import inspect
 import itertools
 import json
 import marshal
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Protocol, Sequence, Union
@@ -35,7 +36,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 import torch
 
 from kernelforge.backends import select_backend_name
-from kernelforge.jit import constant_key
+from kernelforge.jit import arg_signature, constant_key, signature_device
 
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
@@ -385,61 +386,78 @@ class Autotuned:
             raise TypeError(f"{self.name}() takes {len(self.arg_names)} arguments, got {len(args)}")
         memo_key = self._config_memo_key(args, kwargs)
         try:
-            tuned = self._configs_seen.get(memo_key) if memo_key is not None else None
+            seen = self._configs_seen.get(memo_key) if memo_key is not None else None
         except TypeError:  # an unhashable argument value: decide without the memo
-            memo_key = tuned = None
-        if tuned is not None:
-            return self.fn.run(*args, grid=grid, **kwargs, **tuned)
+            memo_key = seen = None
+        if seen is not None:
+            tuned, signature = seen
+            if signature is None:
+                return self.fn.run(*args, grid=grid, **kwargs, **tuned)
+            return self.fn.run_signed(signature, args, {**kwargs, **tuned}, grid)
         launch = Launch(self, args, kwargs, grid)
         for captured in _local.__dict__.get("captures", ()):
             captured.append(launch)
         config = self.choose(launch)
         result = launch.run(config)
         if memo_key is not None:
-            self._configs_seen[memo_key] = config.kwargs
+            self._configs_seen[memo_key] = (config.kwargs, self._launch_signature(args, kwargs, config))
         return result
+
+    def _launch_signature(self, args: tuple, kwargs: dict[str, Any], config: Config) -> tuple | None:
+        """The wrapped kernel's `call_signature` for this call with `config`, when it has
+        one: the memo key fixes it (every part of it is a part of the key), so a repeated
+        launch hands it to `run_signed` instead of reading the arguments a second time."""
+        call_signature = getattr(self.fn, "call_signature", None)
+        if call_signature is None or not hasattr(self.fn, "run_signed"):
+            return None
+        return call_signature(args, {**kwargs, **config.kwargs})
 
     def _config_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What the config of this call depends on, when it can be memoised: no forced config
         or capture is active and the provider (if any) is `stable`. That is the key
         arguments before bucketing (tensors by shape), the keywords and positional
-        constexprs (see `constant_key`), the tensor dtypes, the device and backend, and
-        which provider is installed. None otherwise, or when a key
-        argument is not given at the call.
+        constexprs (see `constant_key`), per argument its type, dtype, device and whether
+        it is contiguous, KF_SANITIZE and the backend, and which provider is installed.
+        None otherwise, or when a key argument is not given at the call.
 
         Memoising on it spares every repeated launch (a decode step) the provider lookup,
         the heuristic and the Config it builds; the contract for `default` is that it reads
-        nothing else.
+        nothing else. It also holds everything the kernel's `call_signature` reads, so the
+        memo keeps that signature too.
         """
         if ((_provider is not None and not getattr(_provider, "stable", False))
                 or _local.__dict__.get("forced") or _local.__dict__.get("captures")):
             return None
-        parts: list[Any] = [_provider_generation, len(args)]
-        parts.extend((name, *constant_key(value)) for name, value in kwargs.items())
+        parts = tuple(map(_memo_arg_part, args))
+        values: list[Any] = []
         for name in self.key_names:
             position = self.arg_position[name]
             if position < len(args):
                 value = args[position]
-            elif name in kwargs:
-                continue  # already part of the keywords
-            else:
+                values.append(tuple(value.shape) if isinstance(value, torch.Tensor) else constant_key(value))
+            elif name not in kwargs:  # a keyword one is already part of the keywords
                 return None
-            parts.append(tuple(value.shape) if isinstance(value, torch.Tensor) else constant_key(value))
         for name in self._launch_constexprs:  # the provider's key holds them, wherever they are passed
             position = self.arg_position[name]
             if position < len(args):
-                parts.append((name, *constant_key(args[position])))
-        device = None
-        for value in args:
-            if isinstance(value, torch.Tensor):
-                parts.append(value.dtype)
-                device = device or value.device
-        parts.append(device)
-        parts.append(select_backend_name(device))
-        return tuple(parts)
+                values.append((name, *constant_key(args[position])))
+        return (_provider_generation, os.environ.get("KF_SANITIZE", "0"), parts,
+                *[(name, *constant_key(value)) for name, value in kwargs.items()], *values,
+                select_backend_name(signature_device(parts)))
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
+
+
+def _memo_arg_part(value: Any) -> Any:
+    """One argument's part of the autotune memo key: its `arg_signature` part, else (a
+    tensor the fast path does not take, a wide int) what the config may still read."""
+    part = arg_signature(value)
+    if part is not None:
+        return part
+    if isinstance(value, torch.Tensor):
+        return ("strided", value.dtype, value.device)
+    return type(value)
 
 
 def autotune(

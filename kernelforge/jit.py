@@ -243,7 +243,11 @@ class JITFunction:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
 
     def run(self, *args: Any, grid: Any, **kwargs: Any) -> None:
-        signature = self._call_signature(args, kwargs)
+        self.run_signed(self.call_signature(args, kwargs), args, kwargs, grid)
+
+    def run_signed(self, signature: tuple | None, args: tuple, kwargs: dict[str, Any], grid: Any) -> None:
+        """`run` for a caller that already holds this call's `call_signature` (an autotuner
+        memoises it with the config, so a repeated launch reads the arguments once)."""
         try:
             plan = self._plans.get(signature) if signature is not None else None
         except TypeError:  # an unhashable constexpr value: only the checked path handles it
@@ -257,7 +261,7 @@ class JITFunction:
             return
         self._run_checked(args, kwargs, grid, signature)
 
-    def _call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
+    def call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What a checked launch's outcome depends on, read cheaply from the call: per
         argument its dtype and device (tensors) or scalar type, the keywords' values, the
         backend the tensors' device selects and KF_SANITIZE. None when the call is not of
@@ -265,19 +269,12 @@ class JITFunction:
         checked path then names it)."""
         if len(args) != self._fast_arity:
             return None
-        parts: list[Any] = [os.environ.get("KF_SANITIZE", "0")]
-        device = None
-        for value in args:
-            part = _fast_arg_signature(value)
-            if part is None:
-                return None
-            if device is None and type(part) is tuple:
-                device = part[1]
-            parts.append(part)
-        for name, value in kwargs.items():
-            parts.append((name, *constant_key(value)))
-        parts.append(select_backend_name(device))
-        return tuple(parts)
+        parts = arg_signatures(args)
+        if parts is None:
+            return None
+        return (os.environ.get("KF_SANITIZE", "0"), *parts,
+                *[(name, *constant_key(value)) for name, value in kwargs.items()],
+                select_backend_name(signature_device(parts)))
 
     def _run_checked(self, args: tuple, kwargs: dict[str, Any], grid: Any, signature: tuple | None) -> None:
         """The launch with every check; remembers a plan for `signature` so that the next
@@ -353,18 +350,32 @@ def constant_key(value: Any) -> tuple:
     return (type(value), repr(value) if type(value) is float else value)
 
 
-def _fast_arg_signature(value: Any) -> Any:
+def arg_signature(value: Any) -> Any:
     """The part of a call signature one runtime argument contributes, or None when only
     the checked path can type it (and report it, if it is wrong)."""
-    if isinstance(value, torch.Tensor):
-        return (value.dtype, value.device) if value.is_contiguous() else None
     cls = type(value)
     if cls is int:
         return "i32" if -2**31 <= value < 2**31 else None
+    if cls is torch.Tensor or isinstance(value, torch.Tensor):
+        return (value.dtype, value.device) if value.is_contiguous() else None
     if cls is float:
         return "fp32"
     if cls is bool:
         return "i1"
+    return None
+
+
+def arg_signatures(args: Sequence[Any]) -> tuple | None:
+    """Each argument's `arg_signature`, or None when one has none."""
+    parts = tuple(map(arg_signature, args))
+    return None if None in parts else parts
+
+
+def signature_device(parts: Sequence[Any]) -> torch.device | None:
+    """The device of the first tensor among signature parts (tuples that end in it; None: no tensor)."""
+    for part in parts:
+        if type(part) is tuple:
+            return part[-1]
     return None
 
 
