@@ -9,6 +9,9 @@ last block; one-token blocks need none), which lets the launcher bound their cou
 `T // BLOCK_Q + S` without reading lengths on the host; a program finds its sequence by
 binary search over `cu_seqlens_q` and skips indices past its sequence's last block.
 Sequences with no query tokens (empty decode slots) own no block and are never touched.
+When the host can read `cu_seqlens_q` for free (tensors in host memory) and every sequence
+holds exactly one query token, the launch says so (ONE_TOKEN_SEQS): program s is then
+sequence s, with no search, on a (segment, KV head, sequence) grid.
 
 The context is scanned in tiles of TILE key positions, each position's physical block
 looked up in the block table, with an fp32 online softmax (running max m, running sum
@@ -173,30 +176,25 @@ def num_q_blocks(num_tokens: int, num_seqs: int, block_q: int) -> int:
 
 
 @kf.jit
-def _attend(
-    work,
-    out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
-    m_part_ptr, l_part_ptr, acc_part_ptr,
-    scale, num_seqs, num_kv_heads, search_steps, window,
-    query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
-    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
-    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
-    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
-):
-    """One work item: (query block, KV head, KV segment) = work, segment fastest."""
-    BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
-    offs_m = kl.arange(0, BLOCK_M)
-    offs_d = kl.arange(0, HEAD_PAD)
-    offs_t = kl.arange(0, TILE)
-    d_mask = offs_d < HEAD_SIZE
-    row_token = offs_m // GROUP
-    row_head = offs_m % GROUP
-    kv_row = num_kv_heads * HEAD_SIZE  # elements per cache slot
-    segment = work % NUM_SEGMENTS
-    kv_head = work // NUM_SEGMENTS % num_kv_heads
-    q_block = work // NUM_SEGMENTS // num_kv_heads
-    # The sequence owning q_block: the last s whose first block is <= q_block. Each step
-    # halves [lo, hi) (size n -> n // 2), so num_seqs.bit_length() steps empty it.
+def _row_layout(offs_m, GROUP: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr):
+    """(token within the query block, head within the group) of each of a program's rows,
+    token-major. When every sequence is one token, the row is the head itself (rows past
+    GROUP are padding, masked by the caller), which keeps query and output addresses
+    affine in the row: the CPU backend then reads and writes them as strided views
+    instead of gathers and scatters."""
+    if ONE_TOKEN_SEQS:
+        row_token = kl.zeros([offs_m.shape[0]], dtype=kl.int32)
+        row_head = offs_m
+    else:
+        row_token = offs_m // GROUP
+        row_head = offs_m % GROUP
+    return row_token, row_head
+
+
+@kf.jit
+def _owning_sequence(q_block, cu_seqlens_q_ptr, num_seqs, search_steps, BLOCK_Q: kl.constexpr):
+    """The sequence owning query block q_block: the last s whose first block is <= q_block.
+    Each step halves [lo, hi) (size n -> n // 2), so num_seqs.bit_length() steps empty it."""
     lo = 0
     hi = num_seqs
     for _ in range(search_steps):
@@ -205,17 +203,55 @@ def _attend(
         searching = lo < hi
         lo = kl.where(searching & go_right, mid + 1, lo)
         hi = kl.where(searching & (go_right == 0), mid, hi)
-    seq = lo - 1
-    q_start = kl.load(cu_seqlens_q_ptr + seq)
-    q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
-    q_block_start = (q_block - _first_q_block(q_start, seq, BLOCK_Q)) * BLOCK_Q
-    # A block number past its sequence's last block (slack numbers, padding tokens) has
-    # no valid row and an empty key range below, so it stores nothing. (Masks rather than
-    # an `if`, which the CPU backend would run under a per-program mask.)
-    has_rows = q_block_start < q_len
+    return lo - 1
+
+
+@kf.jit
+def _work_item(work, num_kv_heads, NUM_SEGMENTS: kl.constexpr):
+    """(query block, KV head, KV segment) of work item `work`, segment fastest."""
+    return work // NUM_SEGMENTS // num_kv_heads, work // NUM_SEGMENTS % num_kv_heads, work % NUM_SEGMENTS
+
+
+@kf.jit
+def _attend(
+    q_block, kv_head, segment,
+    out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
+    m_part_ptr, l_part_ptr, acc_part_ptr,
+    scale, num_seqs, num_kv_heads, search_steps, window,
+    query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
+    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
+    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+):
+    """One work item: (query block, KV head, KV segment)."""
+    BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
+    offs_m = kl.arange(0, BLOCK_M)
+    offs_d = kl.arange(0, HEAD_PAD)
+    offs_t = kl.arange(0, TILE)
+    d_mask = offs_d < HEAD_SIZE
+    row_token, row_head = _row_layout(offs_m, GROUP, ONE_TOKEN_SEQS)
+    kv_row = num_kv_heads * HEAD_SIZE  # elements per cache slot
+    if ONE_TOKEN_SEQS:
+        # Program q_block holds sequence q_block, which is query token q_block: nothing to search for.
+        seq = q_block
+        q_start = q_block
+        q_len = 1
+        q_block_start = 0
+    else:
+        seq = _owning_sequence(q_block, cu_seqlens_q_ptr, num_seqs, search_steps, BLOCK_Q)
+        q_start = kl.load(cu_seqlens_q_ptr + seq)
+        q_len = kl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+        q_block_start = (q_block - _first_q_block(q_start, seq, BLOCK_Q)) * BLOCK_Q
+        # A block number past its sequence's last block (slack numbers, padding tokens) has
+        # no valid row and an empty key range below, so it stores nothing. (Masks rather than
+        # an `if`, which the CPU backend would run under a per-program mask.)
+        has_rows = q_block_start < q_len
     context_len = kl.load(seqused_k_ptr + seq)
     token = q_block_start + row_token
-    row_valid = (row_token < BLOCK_Q) & (token < q_len)
+    if ONE_TOKEN_SEQS:
+        row_valid = offs_m < GROUP
+    else:
+        row_valid = (row_token < BLOCK_Q) & (token < q_len)
     head = kv_head * GROUP + row_head
     q_mask = _with_feature_mask(row_valid, d_mask, HEAD_SIZE, HEAD_PAD)
     q = kl.load(query_ptr + (q_start + token)[:, None] * query_stride_t + head[:, None] * query_stride_h
@@ -232,7 +268,9 @@ def _attend(
     num_tiles = (kv_end - kv_start + TILE - 1) // TILE
     tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
     seg_start = kv_start + segment * tiles_per_segment * TILE
-    seg_end = kl.where(has_rows, kl.minimum(kv_end, seg_start + tiles_per_segment * TILE), seg_start)
+    seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
+    if not ONE_TOKEN_SEQS:
+        seg_end = kl.where(has_rows, seg_end, seg_start)
 
     # Each row sees the key positions first_key .. last_key: past its segment, past its own
     # position when causal, and every key of a padding row (last_key -1) are hidden. One
@@ -301,25 +339,34 @@ def _paged_attention_kernel(
     scale, num_tokens, num_seqs, num_kv_heads, search_steps, window, max_seqlen_q, max_seqlen_k,
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
     HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
-    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, PERSISTENT: kl.constexpr,
-    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
+    PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
     """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
-    _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items."""
+    _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items: one program each, a grid of
+    (segments, KV heads, sequences) when ONE_TOKEN_SEQS (the program ids are then the work
+    item, so the CPU backend reads queries and writes outputs as strided views), else a
+    1-D grid of items; segment fastest either way."""
+    assert not (PERSISTENT and ONE_TOKEN_SEQS), "one-token batches launch one program per work item"
     if PERSISTENT:
         n_work = _num_q_blocks(num_tokens, num_seqs, BLOCK_M // GROUP) * num_kv_heads * NUM_SEGMENTS
         for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
-            _attend(work, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr,
-                    seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs, num_kv_heads,
-                    search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
+            q_block, kv_head, segment = _work_item(work, num_kv_heads, NUM_SEGMENTS)
+            _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
+                    cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
+                    num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
                     block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
-                    NUM_SEGMENTS, BLOCK_M, TILE)
+                    NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
     else:
-        _attend(kl.program_id(0), out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr,
-                    seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs, num_kv_heads,
-                    search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
-                    block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
-                    NUM_SEGMENTS, BLOCK_M, TILE)
+        if ONE_TOKEN_SEQS:
+            q_block, kv_head, segment = kl.program_id(2), kl.program_id(1), kl.program_id(0)
+        else:
+            q_block, kv_head, segment = _work_item(kl.program_id(0), num_kv_heads, NUM_SEGMENTS)
+        _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
+                cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
+                num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
+                block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
+                NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
 
 
 @kf.jit
@@ -455,6 +502,17 @@ def _leading_decodes(cu_seqlens_q: Tensor, max_seqlen_q: int, device: torch.devi
     return int(longer[0]) if longer.numel() else cu_seqlens_q.shape[0] - 1
 
 
+def _one_token_each(cu_seqlens_q: Tensor, max_seqlen_q: int, num_tokens: int) -> bool:
+    """Whether every sequence of a batch in host memory has exactly one query token, which is
+    then query token s of sequence s (no empty slot, no padding token): programs skip the
+    search for their sequence. Reading cu_seqlens_q's last entry costs nothing there; on a
+    device it would be a sync, so there the kernel searches."""
+    if max_seqlen_q != 1 or cu_seqlens_q.device.type != "cpu" or persistent(cu_seqlens_q.device):
+        return False
+    num_seqs = cu_seqlens_q.shape[0] - 1
+    return num_tokens == num_seqs and int(cu_seqlens_q[-1]) == num_seqs
+
+
 def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
             max_seqlen_q: int, max_seqlen_k: int, key_cache: Tensor, value_cache: Tensor, softmax_scale: float,
             causal: bool, sliding_window: int | None) -> None:
@@ -474,7 +532,14 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
 
     group = num_heads // num_kv_heads
 
-    def grid(meta: dict) -> tuple[int]:
+    one_token_seqs = _one_token_each(cu_seqlens_q, max_seqlen_q, num_tokens)
+    # A lone query token sits at its context's last position, so causality hides nothing from
+    # it: decode launches skip the causal clamps.
+    causal = causal and max_seqlen_q > 1
+
+    def grid(meta: dict) -> tuple[int, ...]:
+        if one_token_seqs:
+            return (segments, num_kv_heads, num_seqs)
         n_work = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group) * num_kv_heads * segments
         return (grid_size(n_work, query.device),)
 
@@ -486,6 +551,7 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
         CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+        ONE_TOKEN_SEQS=one_token_seqs,
         PERSISTENT=persistent(query.device),
     )
     if segments > 1:

@@ -313,3 +313,41 @@ def test_split_kv_merge_with_padded_head_and_uneven_heads(backend, monkeypatch):
     batch = make_paged_batch(q_lens=[1, 1, 1], ctx_lens=[90, 7, 41], num_heads=9, num_kv_heads=3,
                              head_size=80, block_size=16, dtype=torch.float32, seed=5, pad_tokens=2)
     check(backend, batch, torch.float32)
+
+
+def one_token_flags(backend: str, batch: PagedBatch) -> list[bool]:
+    """ONE_TOKEN_SEQS of each attention launch of `batch`, which must match the reference."""
+    with kf.backend(backend), capture_launches() as captured:
+        paged_attention(torch.full_like(batch.query, float("nan")), *batch.args(), 0.125)
+    return [launch["ONE_TOKEN_SEQS"] for launch in captured if "ONE_TOKEN_SEQS" in launch.kwargs]
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("group", "head_size", "block_size"), [(1, 64, 16), (3, 80, 32), (5, 128, 16), (4, 96, 64)])
+@pytest.mark.parametrize("window", [None, 1, 20])
+def test_one_token_batches_skip_the_search(backend, dtype, group, head_size, block_size, window):
+    """A decode batch of one token per sequence (length-1 and block-boundary contexts, split
+    KV on the CPU for the long one) launches on the (segment, KV head, sequence) grid."""
+    ctx_lens = [1, 16, 17, 300, 32, 5]
+    batch = make_paged_batch(q_lens=[1] * len(ctx_lens), ctx_lens=ctx_lens, num_heads=2 * group, num_kv_heads=2,
+                             head_size=head_size, block_size=block_size, dtype=dtype, seed=12)
+    assert one_token_flags(backend, batch) == [True]
+    check(backend, batch, dtype, window=window)
+
+
+@pytest.mark.parametrize(("q_lens", "pad_tokens", "max_seqlen_q"), [
+    ([1, 0, 1], 0, 1),  # an empty slot: sequence s is no longer token s
+    ([0, 1, 1], 0, 1),
+    ([1, 1, 1], 2, 1),  # padding tokens past the last sequence
+    ([1, 1, 1], 0, 2),  # one token each, but a bound that allows more: split off as decodes
+])
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+def test_one_token_path_needs_every_sequence_to_hold_one_token(backend, q_lens, pad_tokens, max_seqlen_q):
+    batch = make_paged_batch(q_lens=q_lens, ctx_lens=[40, 3, 170], num_heads=6, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=13, pad_tokens=pad_tokens)
+    batch.max_seqlen_q = max_seqlen_q
+    # The CPU backend launches a decode batch with max_seqlen_q 2 as decodes (bound 1).
+    one_token_each = pad_tokens == 0 and 0 not in q_lens and (max_seqlen_q == 1 or backend == "cpu")
+    assert one_token_flags(backend, batch) == [one_token_each]
+    check(backend, batch, torch.float32)
