@@ -347,9 +347,11 @@ def _paged_attention_kernel(
     (segments, KV heads, sequences) when ONE_TOKEN_SEQS (the program ids are then the work
     item, so the CPU backend reads queries and writes outputs as strided views), else a
     1-D grid of items; segment fastest either way."""
-    assert not (PERSISTENT and ONE_TOKEN_SEQS), "one-token batches launch one program per work item"
     if PERSISTENT:
-        n_work = _num_q_blocks(num_tokens, num_seqs, BLOCK_M // GROUP) * num_kv_heads * NUM_SEGMENTS
+        if ONE_TOKEN_SEQS:
+            n_work = num_seqs * num_kv_heads * NUM_SEGMENTS
+        else:
+            n_work = _num_q_blocks(num_tokens, num_seqs, BLOCK_M // GROUP) * num_kv_heads * NUM_SEGMENTS
         for work in range(kl.program_id(0), n_work, kl.num_programs(0)):
             q_block, kv_head, segment = _work_item(work, num_kv_heads, NUM_SEGMENTS)
             _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
@@ -507,7 +509,7 @@ def _one_token_each(cu_seqlens_q: Tensor, max_seqlen_q: int, num_tokens: int) ->
     then query token s of sequence s (no empty slot, no padding token): programs skip the
     search for their sequence. Reading cu_seqlens_q's last entry costs nothing there; on a
     device it would be a sync, so there the kernel searches."""
-    if max_seqlen_q != 1 or cu_seqlens_q.device.type != "cpu" or persistent(cu_seqlens_q.device):
+    if max_seqlen_q != 1 or cu_seqlens_q.device.type != "cpu":
         return False
     num_seqs = cu_seqlens_q.shape[0] - 1
     return num_tokens == num_seqs and int(cu_seqlens_q[-1]) == num_seqs
@@ -538,7 +540,7 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
     causal = causal and max_seqlen_q > 1
 
     def grid(meta: dict) -> tuple[int, ...]:
-        if one_token_seqs:
+        if one_token_seqs and not persistent(query.device):
             return (segments, num_kv_heads, num_seqs)
         n_work = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group) * num_kv_heads * segments
         return (grid_size(n_work, query.device),)

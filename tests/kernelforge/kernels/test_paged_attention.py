@@ -351,3 +351,18 @@ def test_one_token_path_needs_every_sequence_to_hold_one_token(backend, q_lens, 
     one_token_each = pad_tokens == 0 and 0 not in q_lens and (max_seqlen_q == 1 or backend == "cpu")
     assert one_token_flags(backend, batch) == [one_token_each]
     check(backend, batch, torch.float32)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("segments", [1, 2])
+def test_one_token_batch_on_a_persistent_grid(backend, segments, monkeypatch):
+    """The NPU geometry (3 programs looping over the work items) with ONE_TOKEN_SEQS: the
+    programs walk sequences x KV heads x segments, not the query-block bound."""
+    monkeypatch.setattr(attention_module, "persistent", lambda device: True)
+    monkeypatch.setattr(attention_module, "grid_size", lambda n_work, device: min(n_work, 3))
+    monkeypatch.setattr(attention_module, "num_kv_segments", lambda *args: segments)
+    ctx_lens = [40, 3, 17, 1, 16, 33, 2, 9, 64, 5, 21, 48]  # past a 5-token query block's slack
+    batch = make_paged_batch(q_lens=[1] * len(ctx_lens), ctx_lens=ctx_lens, num_heads=6, num_kv_heads=2,
+                             head_size=64, block_size=16, dtype=torch.float32, seed=14)
+    assert one_token_flags(backend, batch) == [True]
+    check(backend, batch, torch.float32)
