@@ -36,7 +36,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 import torch
 
 from kernelforge.backends import select_backend_name
-from kernelforge.jit import arg_signature, constant_key, signature_device
+from kernelforge.jit import arg_signature, constant_key, launches_signed, signature_device
 
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
@@ -391,7 +391,7 @@ class Autotuned:
             memo_key = seen = None
         if seen is not None:
             tuned, signature = seen
-            if signature is None:
+            if signature is None or not launches_signed(self.fn):
                 return self.fn.run(*args, grid=grid, **kwargs, **tuned)
             return self.fn.run_signed(signature, args, {**kwargs, **tuned}, grid)
         launch = Launch(self, args, kwargs, grid)
@@ -407,10 +407,9 @@ class Autotuned:
         """The wrapped kernel's `call_signature` for this call with `config`, when it has
         one: the memo key fixes it (every part of it is a part of the key), so a repeated
         launch hands it to `run_signed` instead of reading the arguments a second time."""
-        call_signature = getattr(self.fn, "call_signature", None)
-        if call_signature is None or not hasattr(self.fn, "run_signed"):
+        if not launches_signed(self.fn):
             return None
-        return call_signature(args, {**kwargs, **config.kwargs})
+        return self.fn.call_signature(args, {**kwargs, **config.kwargs})
 
     def _config_memo_key(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What the config of this call depends on, when it can be memoised: no forced config

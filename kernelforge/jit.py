@@ -325,6 +325,13 @@ class JITFunction:
         return backend.load(source, f"{self.__name__}_{key}")
 
 
+def launches_signed(fn: Any) -> bool:
+    """Whether a caller holding `fn`'s call signature may launch through `run_signed`:
+    `fn` is a JITFunction whose `run` nobody replaced (a recorder that swaps
+    `JITFunction.run`, as the compile checks' does, must still see every launch)."""
+    return getattr(getattr(fn, "run", None), "__func__", None) is _JIT_RUN
+
+
 class _LaunchPlan(NamedTuple):
     """What a checked launch settled for one call signature: the loaded launcher and the
     backend (name and module object) it was compiled for."""
@@ -332,6 +339,9 @@ class _LaunchPlan(NamedTuple):
     launch: Callable
     backend_name: str
     backend: Any
+
+
+_JIT_RUN = JITFunction.run
 
 
 def _without_launch_options(kwargs: dict[str, Any]) -> dict[str, Any]:

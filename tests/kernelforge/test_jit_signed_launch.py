@@ -9,6 +9,7 @@ import torch
 
 import kernelforge as kf
 import kernelforge.language as kl
+from kernelforge.jit import JITFunction
 
 
 @kf.autotune(configs=[kf.Config(BLOCK=16), kf.Config(BLOCK=32)], key=["n"])
@@ -53,3 +54,14 @@ def test_memo_hit_types_a_wide_int_as_i64():
     assert torch.equal(out, x + 2**40)
     _launch(out, x, 5)
     assert torch.equal(out, x + 5)
+
+
+def test_a_replaced_jit_run_still_sees_memoised_launches(monkeypatch):
+    x = torch.arange(20, dtype=torch.int64)
+    out = torch.zeros_like(x)
+    _launch(out, x, 1)
+    seen = []
+    monkeypatch.setattr(JITFunction, "run", lambda self, *args, grid, **kwargs: seen.append(kwargs))
+    _launch(out, x, 2)
+    assert seen == [{"BLOCK": 16}], "a recorder that swaps JITFunction.run sees the launch"
+    assert torch.equal(out, x + 1)
