@@ -38,7 +38,9 @@ def _rms_norm_row(
     row, out_ptr, x_ptr, residual_ptr, weight_ptr, hidden, out_stride, x_stride, residual_stride, eps,
     FUSED_ADD: kl.constexpr, BLOCK: kl.constexpr,
 ):
-    sum_sq = kl.zeros([BLOCK], dtype=kl.float32)
+    # A scalar sum per chunk (not a [BLOCK] accumulator reduced at the end): the CPU
+    # backend then computes only the row's valid lanes (their masked lanes add 0.0).
+    sum_sq = kl.zeros([], dtype=kl.float32)
     for start in range(0, hidden, BLOCK):
         cols = start + kl.arange(0, BLOCK)
         mask = cols < hidden
@@ -46,8 +48,8 @@ def _rms_norm_row(
         if FUSED_ADD:
             x = x + kl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0).to(kl.float32)
             kl.store(residual_ptr + row * residual_stride + cols, x, mask=mask)
-        sum_sq = sum_sq + x * x
-    rstd = kl.rsqrt(kl.sum(sum_sq, axis=0) / hidden + eps)
+        sum_sq = sum_sq + kl.sum(x * x, axis=0)
+    rstd = kl.rsqrt(sum_sq / hidden + eps)
     for start in range(0, hidden, BLOCK):
         cols = start + kl.arange(0, BLOCK)
         mask = cols < hidden

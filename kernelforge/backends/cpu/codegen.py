@@ -19,7 +19,7 @@ import keyword
 import math
 
 from kernelforge import ir
-from kernelforge.backends.cpu import affine, fusion, memory, predication, regions
+from kernelforge.backends.cpu import affine, fusion, memory, predication, regions, trim
 from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return, references
 from kernelforge.ir import DType
 
@@ -78,7 +78,10 @@ class CodeGen:
         self.deferred = {id(d) for d in self.fused.values()}
         self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
         self.inplace = fusion.find_inplace(kernel, self.facts)
-        self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace)
+        owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
+        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned)
+        # a scratch buffer has the block's full shape; a trimmed op's result has the box's
+        self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace) - self.trimmed.stmts
         self.scratch_keys: list[str] = []
         self.total_refs = references(kernel.body)
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
@@ -400,9 +403,11 @@ class CodeGen:
             return self.full(args[0], t)
         if op == "broadcast_to":
             a = args[0]
+            kept = self.trimmed.broadcasts.get(id(s), ())  # trimmed axes stay size 1
+            sizes = ", ".join("-1" if d in kept else str(n) for d, n in enumerate(t.shape))
             if self.varying(a):
-                return f"{self.val(a, rank)}.expand(-1, {', '.join(map(str, t.shape))})"
-            return f"{self.tensor_val(a)}.expand({', '.join(map(str, t.shape))})"
+                return f"{self.val(a, rank)}.expand(-1, {sizes})"
+            return f"{self.tensor_val(a)}.expand({sizes})"
         if op == "expand_dims":
             return f"{self.tensor_val(args[0])}.unsqueeze({s.attrs['axis'] + self.dims(args[0])})"
         if op == "reshape":

@@ -90,7 +90,7 @@ def _rows_store(gen: "CodeGen", s: ir.Store, acc: Access) -> None:
     args, active = _rows_args(gen, s.ptr, acc, s.value)
     if active is not None:
         args.append(f"active={active}")
-    gen.emit(f"rows.store_rows({', '.join(args)})")
+    gen.emit(f"rows.store_rows({', '.join(args)}{_trim_arg(gen, s)})")
 
 
 def _mask_args(gen: "CodeGen", mask: ir.Operand | None, form: MaskForm | None) -> str:
@@ -142,7 +142,12 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
     return (f"views.load({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
-            f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy})"), varying
+            f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy}{_trim_arg(gen, s)})"), varying
+
+
+def _trim_arg(gen: "CodeGen", s: ir.Stmt) -> str:
+    """`trim=True` for an access on valid lanes only (see `trim.py`)."""
+    return ", trim=True" if id(s) in gen.trimmed.accesses else ""
 
 
 def store(gen: "CodeGen", s: ir.Store) -> None:
@@ -165,7 +170,7 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
         gen.emit(f"rt.scatter({flat}, {gen.val(ptr)}, {gen.val(value, rank)}, {m}{extra})")
         return
     call = (f"views.store({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
-            f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra})")
+            f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra}{_trim_arg(gen, s)})")
     definition = gen.fused.get(id(s))
     if definition is None or active is not None:
         if definition is not None:
@@ -174,7 +179,7 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
         return
     target = gen.fresh("target")
     gen.emit(f"{target} = views.store_target({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
-             f"{_mask_args(gen, mask, acc.mask)})")
+             f"{_mask_args(gen, mask, acc.mask)}{_trim_arg(gen, s)})")
     gen.emit(f"if {target} is not None:  # every lane is written: compute in place")
     gen.emit(f"    {fusion.out_call(gen, definition, target, shared=True)}")
     gen.emit("else:")

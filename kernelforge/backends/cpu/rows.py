@@ -348,33 +348,36 @@ def _fill_rows(result: torch.Tensor, row_keep: torch.Tensor, other: Value) -> to
 
 def store_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], inner: int,
                per_program: bool, value: Value, dyn: Sequence[Dyn] = (), conds: Sequence[tuple] = (),
-               masks: Sequence[Dyn] = (), active: torch.Tensor | None = None) -> None:
+               masks: Sequence[Dyn] = (), active: torch.Tensor | None = None, trim: bool = False) -> None:
     """Masked store whose offsets are per-row starts plus an affine run over `shape[inner:]`.
 
     Only the rows that are on are written, whole (trimmed to the run conditions' box):
     `index_copy_` into the plan's window or into a row view when the run is dense and
     the starts aligned, else one unmasked `index_put_` of those rows' lanes. Rows writing
     one address race as in a scatter (one of them wins). A store that faults may have
-    written some of its rows.
+    written some of its rows. With `trim` (see `trim.py`; every condition bounds a run
+    axis) `value` holds only the box's lanes.
     """
     plan = _plan(P, aff, shape, inner, per_program, dyn, conds, extent(t))
     if not isinstance(value, torch.Tensor) or value.dtype != t.dtype:
         value = torch.as_tensor(value, dtype=t.dtype)
     if plan.box is not None and not all(plan.box):
         return
+    if trim and (plan.box is None or plan.row_conds or plan.mixed or masks):
+        raise ValueError("a trimmed row store needs conditions that bound run axes only")
     if plan.writable and not plan.mixed:
         keep, _ = _row_masks(P, plan, shape, conds, masks, active)
-        if _store_windowed(t, plan, shape, inner, value, _row_index(plan, dyn), keep):
+        if _store_windowed(t, plan, shape, inner, value, _row_index(plan, dyn), keep, trim):
             return
-    _store_split(t, P, plan, aff, shape, inner, value, dyn, conds, masks, active)
+    _store_split(t, P, plan, aff, shape, inner, value, dyn, conds, masks, active, trim)
 
 
 def _store_windowed(t: torch.Tensor, plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tensor,
-                    index: torch.Tensor, keep: torch.Tensor | None) -> bool:
+                    index: torch.Tensor, keep: torch.Tensor | None, trim: bool) -> bool:
     """Copies the rows that are on into the plan's window at the row tensor's entries;
     False when some entry lies outside the window (rows already copied are rewritten
     by the caller's store from the computed starts)."""
-    vals, index = _rows_on(plan, shape, inner, value, index, keep)
+    vals, index = _rows_on(plan, shape, inner, value, index, keep, trim)
     if index.numel() == 0:
         return True
     sizes, strides, base = plan.window
@@ -386,13 +389,15 @@ def _store_windowed(t: torch.Tensor, plan: _Plan, shape: tuple[int, ...], inner:
 
 
 def _rows_on(plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tensor, starts: torch.Tensor,
-             keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(values [rows, *run box], starts [rows])` of the rows that are on."""
+             keep: torch.Tensor | None, trim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(values [rows, *run box], starts [rows])` of the rows that are on (a `trim` value
+    holds the box's lanes already)."""
     box_run = tuple(plan.box[inner:])
-    if value.shape != (plan.lead, *shape):
-        value = torch.broadcast_to(value, (plan.lead, *shape))
+    full = (plan.lead, *shape[:inner], *box_run) if trim else (plan.lead, *shape)
+    if value.shape != full:
+        value = torch.broadcast_to(value, full)
     vals = value
-    if box_run != shape[inner:]:
+    if box_run != shape[inner:] and not trim:
         vals = vals[(slice(None),) * (1 + inner) + tuple(slice(0, k) for k in box_run)]
     vals = vals.reshape(-1, *box_run)
     if keep is not None:
@@ -405,14 +410,15 @@ def _rows_on(plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tenso
 
 def _store_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: int,
                  value: torch.Tensor, dyn: Sequence[Dyn], conds: Sequence[tuple], masks: Sequence[Dyn],
-                 active: torch.Tensor | None) -> None:
-    """The store from computed row starts: a row copy, or a scatter of every lane."""
+                 active: torch.Tensor | None, trim: bool = False) -> None:
+    """The store from computed row starts: a row copy, or a scatter of every lane (never
+    for a `trim` store, whose conditions only cut the run)."""
     r = _split(P, plan, aff, shape, inner, dyn, conds, masks, active)
     if plan.box is None or r.lanes is not None:
         scatter(flat(t), _lane_offsets(P, plan, r, shape, inner), value, _lane_keep(P, plan, r, shape))
         return
     box_run = tuple(plan.box[inner:])
-    vals, starts = _rows_on(plan, shape, inner, value, r.start.reshape(-1), r.keep)
+    vals, starts = _rows_on(plan, shape, inner, value, r.start.reshape(-1), r.keep, trim)
     if starts.numel() == 0:
         return
     # Every lane of these rows is on, so a row leaving `t` is a fault: both writes below

@@ -191,12 +191,15 @@ def _pads(box: Sequence[int], shape: Sequence[int]) -> list[int]:
 
 def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff] = (),
          mask: torch.Tensor | None = None, other: Value = 0, active: torch.Tensor | None = None,
-         copy: bool = False) -> torch.Tensor:
+         copy: bool = False, trim: bool = False) -> torch.Tensor:
     """Masked load at affine offsets: a view (with `copy`, a private copy) when in bounds,
-    a padded copy when the mask only trims block axes, else a gather."""
+    a padded copy when the mask only trims block axes, else a gather. With `trim` (see
+    `trim.py`) the result holds only the valid box's lanes, unpadded."""
     if active is not None and all_true(active):
         active = None  # every program runs (the usual case at decode): take the cached plan
     n = extent(t)
+    if trim:
+        return _load_trimmed(t, P, aff, shape, conds, other, active, copy, n)
     simple = mask is None and active is None and not isinstance(other, torch.Tensor)
     if simple and P.idx is None:
         key = (aff, shape, conds, P.grid, n)
@@ -220,6 +223,43 @@ def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: 
     if m is None:
         return view.clone() if copy else view
     return torch.where(m, view, other)
+
+
+def _valid_box(grid: Grid, conds: Sequence[Aff], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The lanes a trimmed access covers: conditions that each bound one block axis from
+    above (the code generator trims no other kind) cut `shape` to this box."""
+    box = _clip(_live(grid, conds, shape), shape)
+    if box is None:
+        raise ValueError(f"a trimmed access needs conditions of the form col < n, got {conds!r}")
+    return box
+
+
+def _plan_trimmed_load(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff], n: int) -> tuple:
+    box = _valid_box(grid, conds, shape)
+    if not all(box):
+        return ("empty", box)
+    view = _read_view(grid, aff, box, n)
+    return ("gather", box) if view is None else ("view", view, box)
+
+
+def _load_trimmed(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff],
+                  other: Value, active: torch.Tensor | None, copy: bool, n: int) -> torch.Tensor:
+    """The valid box of a load whose mask is `conds`: no padding, no `where`."""
+    key = (aff, shape, conds, P.grid, n, "trim")
+    plan = _load_plans.get(key) if P.idx is None else None
+    if plan is None:
+        plan = _plan_trimmed_load(P.grid, aff, shape, conds, n)
+        if P.idx is None:
+            _remember(_load_plans, key, plan)
+    kind, box = plan[0], plan[-1]
+    if kind == "empty":
+        return torch.empty(((P.G,) if any(aff[1]) else ()) + box, dtype=t.dtype)
+    if kind == "gather":
+        return gather(flat(t), values(P, aff, box), None, other, active)
+    view = _view(t, P, plan[1])
+    if active is not None:
+        return torch.where(active, view, other)
+    return view.clone() if copy else view
 
 
 # ---------------------------------------------------------------- stores
@@ -259,9 +299,9 @@ def _plan_store(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Af
 
 def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value: Value,
           conds: Sequence[Aff] = (), mask: torch.Tensor | None = None,
-          active: torch.Tensor | None = None) -> None:
+          active: torch.Tensor | None = None, trim: bool = False) -> None:
     """Masked store at affine offsets: a `copy_` into a view of distinct in-bounds elements,
-    else a scatter."""
+    else a scatter. With `trim` (see `trim.py`) `value` holds only the valid box's lanes."""
     if not isinstance(value, torch.Tensor) or value.dtype != t.dtype:
         value = torch.as_tensor(value, dtype=t.dtype)
     rank = len(shape)
@@ -269,6 +309,9 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     if active is not None and all_true(active):
         active = None
     n = extent(t)
+    if trim:
+        _store_trimmed(t, P, aff, shape, value, conds, active, per_program, n)
+        return
     simple = mask is None and active is None
     if P.idx is not None:
         plan: tuple = ("scatter", _live(P.grid, conds, shape))
@@ -301,12 +344,19 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
 
 
 def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
-                 conds: Sequence[Aff] = ()) -> torch.Tensor | None:
+                 conds: Sequence[Aff] = (), trim: bool = False) -> torch.Tensor | None:
     """A `[G, *shape]` view that a store would fill lane for lane (every lane on, all in
-    bounds, distinct), for computing the stored value straight into it; else None."""
+    bounds, distinct), for computing the stored value straight into it; else None. With
+    `trim`, the `[G, *box]` view of the valid box."""
     if P.idx is not None or (P.grid[1] > 1 and P.grid[2] * P.grid[0] > 1) or (P.grid[2] > 1 and P.grid[0] > 1):
         return None
     n = extent(t)
+    if trim:
+        plan = _trimmed_store_plan(P, aff, shape, conds, n, True)
+        if plan[0] != "view":
+            return None
+        view = _write_target(t, plan[1])
+        return view if len(plan[1][0]) > len(shape) else view.unsqueeze(0)
     key = (aff, shape, conds, P.grid, n, True)
     plan = _store_plans.get(key)
     if plan is None:
@@ -316,3 +366,52 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     sizes, strides, base = plan[1]
     view = t.as_strided(sizes, strides, t.storage_offset() + base)
     return view if len(sizes) > len(shape) else view.unsqueeze(0)
+
+
+def _write_target(t: torch.Tensor, view_plan: tuple) -> torch.Tensor:
+    sizes, strides, base = view_plan
+    return t.as_strided(sizes, strides, t.storage_offset() + base)
+
+
+def _plan_trimmed_store(grid: Grid, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff], n: int,
+                        per_program: bool) -> tuple:
+    box = _valid_box(grid, conds, shape)
+    if not all(box):
+        return ("nothing", box)
+    view = _write_view(grid, aff, box, n, per_program)
+    if view is None:
+        return ("scatter", box)
+    return ("view", view, view[0][:len(view[0]) - len(shape)], box)
+
+
+def _trimmed_store_plan(P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff], n: int,
+                        per_program: bool) -> tuple:
+    if P.idx is not None:  # compacted programs: their rows are not one view
+        return ("scatter", _valid_box(P.grid, conds, shape))
+    key = (aff, shape, conds, P.grid, n, per_program, "trim")
+    plan = _store_plans.get(key)
+    if plan is None:
+        plan = _remember(_store_plans, key, _plan_trimmed_store(P.grid, aff, shape, conds, n, per_program))
+    return plan
+
+
+def _store_trimmed(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value: torch.Tensor,
+                   conds: Sequence[Aff], active: torch.Tensor | None, per_program: bool, n: int) -> None:
+    """Stores the valid box's lanes `value` holds (the mask is `conds`, so no other lane is written)."""
+    plan = _trimmed_store_plan(P, aff, shape, conds, n, per_program)
+    kind, box = plan[0], plan[-1]
+    if kind == "nothing":
+        return
+    if kind == "scatter":
+        scatter(flat(t), values(P, aff, box), value, None, active)
+        return
+    view = _write_target(t, plan[1])
+    grid_sizes = plan[2]
+    rank = len(shape)
+    if value.dim() > rank and (len(grid_sizes) != 1 or value.shape[0] != grid_sizes[0]):
+        value = value.reshape((*grid_sizes, *value.shape[1:]))
+    if active is None:
+        view.copy_(value)
+        return
+    m = active.reshape((*grid_sizes, *active.shape[1:])) if active.dim() > rank else active
+    view.copy_(torch.where(m, value, view))
