@@ -86,3 +86,24 @@ def test_reference_formula():
     reference.rms_norm(out, x, torch.tensor([1.0, 2.0]), 0.0)
     rms = (12.5) ** 0.5
     torch.testing.assert_close(out, torch.tensor([[3.0 / rms, 8.0 / rms]]))
+
+
+def test_cpu_default_widens_chunks_while_the_rows_chunk_stays_cache_sized():
+    from kernelforge.kernels.rms_norm import CPU_CHUNK_ELEMS, _default
+
+    def block(rows: int, hidden: int, device: str = "cpu") -> int:
+        x = torch.empty(0, device=device)
+        return _default({"hidden": hidden, "n_rows": rows, "x_ptr": x})["BLOCK"]
+
+    assert block(1, 4096) == 4096 and block(1, 576) == 1024
+    assert block(CPU_CHUNK_ELEMS // 4096 + 1, 4096) == 2048  # two 2048 chunks: a 4096 one is too big
+    assert block(CPU_CHUNK_ELEMS // 4096, 4096) == 4096
+    with kf.backend("interpret"):
+        assert block(1, 4096) == MAX_BLOCK  # the NPU budget holds off the CPU backend
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+def test_cpu_multi_and_single_chunk_rows(rows):
+    """40 rows of MAX_BLOCK + 100 run in two chunks on the CPU backend (the last one
+    mostly masked), a single row in one."""
+    check("cpu", rows, MAX_BLOCK + 100, torch.float32, torch.float32, 0)
