@@ -77,16 +77,17 @@ class CodeGen:
         self.fused = fusion.find_pairs(kernel, self.facts, self.accesses)
         self.deferred = {id(d) for d in self.fused.values()}
         self.accumulators, self.inplace_dots, self.private_inits = fusion.find_accumulators(kernel, self.facts)
-        self.inplace = fusion.find_inplace(kernel, self.facts)
-        owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
-        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned)
-        # a scratch buffer has the block's full shape; a trimmed op's result has the box's
-        self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace) - self.trimmed.stmts
-        self.scratch_keys: list[str] = []
         self.total_refs = references(kernel.body)
         for acc in self.accesses.values():  # forms read variables the IR no longer names there
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
                 self.total_refs[atom] += 1
+        # reads through access forms count: an in-place op must not reuse a buffer one still reads
+        self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs)
+        owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
+        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned)
+        # a scratch buffer has the block's full shape; a trimmed op's result has the box's
+        self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace, self.total_refs) - self.trimmed.stmts
+        self.scratch_keys: list[str] = []
         rows_loads = {i for i, acc in self.accesses.items() if acc.rows is not None} - self.deferred
         self.fill_wheres = fusion.find_fill_wheres(kernel, self.facts, self.total_refs,
                                                    rows_loads - self.scratch)

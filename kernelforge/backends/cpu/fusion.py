@@ -159,15 +159,16 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
 _FRESH = set(_BINARY) | set(_UNARY) | {"where", "sum", "max", "min", "argmax", "dot"}
 
 
-def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
+def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
     """`id()`s of elementwise ops that may overwrite their first operand.
 
     The operand must be a temporary read only here, defined by an op that returns a
     fresh tensor, in the same block (so neither runs more often than the other), with
     the result's dtype and per-program layout: reusing its buffer then saves an
-    allocation, which for large blocks is mostly page faults.
+    allocation, which for large blocks is mostly page faults. `refs` counts every read,
+    those through the affine forms of accesses included (a row store's start may read a
+    temporary the IR no longer names there).
     """
-    refs = references(kernel.body)
     out: set[int] = set()
 
     for block in nested_blocks(kernel.body):
@@ -185,15 +186,15 @@ def find_inplace(kernel: ir.Kernel, facts: Facts) -> set[int]:
     return out
 
 
-def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int]) -> set[int]:
+def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int], refs: Counter) -> set[int]:
     """`id()`s of ops outside loops whose single-use result may live in a reused buffer.
 
     A fresh multi-megabyte temporary costs a page fault per 4 KiB on first touch, more
     than the arithmetic. An op that runs once per launch (not inside a loop), whose result
     is read once by an op that makes a new tensor of it (not a view), can write into a
     buffer kept from the previous launch (`rt.scratch`): by then that value is dead.
+    `refs` counts reads as for `find_inplace`.
     """
-    refs = references(kernel.body)
     readers: dict[str, str] = {}  # variable -> the op reading it ("store" for stores)
     for st in ir.walk(kernel.body):
         if isinstance(st, (ir.Assign, ir.Store)):

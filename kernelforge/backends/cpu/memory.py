@@ -172,7 +172,8 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
     call = (f"views.store({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
             f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra}{_trim_arg(gen, s)})")
     definition = gen.fused.get(id(s))
-    if definition is None or active is not None:
+    # a mask without an affine form (data-dependent) is no box a target view could be
+    if definition is None or active is not None or (mask is not None and acc.mask is None):
         if definition is not None:
             gen.emit_assign(definition, now=True)
         gen.emit(call)
