@@ -4,7 +4,8 @@ All programs run in lock step, so divergence becomes predication:
 
 - `if c` runs both arms, each under its share of the running-programs mask (an arm
   nobody takes is skipped); variables the arms assign that live on afterwards are
-  merged with `torch.where(c, then_value, else_value)`.
+  merged with `torch.where(c, then_value, else_value)`. A lone `then` arm with no
+  merges runs unmasked when every program takes it (one test instead of one per access).
 - `for i in range(a, b, s)` first runs the iterations *every* running program has
   (no masking at all, so fast paths stay fast), then the ragged tail under a
   per-iteration mask `t < trips`, merging loop-carried variables after each step.
@@ -32,6 +33,9 @@ def _merge_where(gen: "CodeGen", cond: str, var: str, rank: int, a: str, b: str)
 
 
 def divergent_if(gen: "CodeGen", s: ir.If) -> None:
+    if _one_armed(gen, s):
+        _one_armed_if(gen, s)
+        return
     merges = gen.facts.merges[id(s)]
     then_set, else_set = assigned(s.then_body), assigned(s.else_body)
     types = _types(s)
@@ -61,6 +65,26 @@ def divergent_if(gen: "CodeGen", s: ir.If) -> None:
     _arm(gen, s.else_body, m_else, guard=all(v in exists for v in merges if v in else_set))
     for v, tv in then_vals.items():
         _merge_where(gen, cond, gen.name(v), len(types[v].shape), tv, gen.name(v))
+
+
+def _one_armed(gen: "CodeGen", s: ir.If) -> bool:
+    """An `if` without `else`, merges or `return`, under no other mask (the `if slot >= 0`
+    of a cache write): see `_one_armed_if`."""
+    return (gen.mask is None and not s.else_body.stmts and not gen.facts.merges[id(s)]
+            and not contains_return(s.then_body))
+
+
+def _one_armed_if(gen: "CodeGen", s: ir.If) -> None:
+    """The arm unmasked when every program takes it (the usual case: every token has a
+    slot), else under its mask: one test of the condition instead of one per access."""
+    cond = gen.val(s.cond)
+    m_then = gen.fresh("take_then")
+    gen.emit(f"# if {cond} (differs between programs): masked unless every program takes it")
+    gen.emit(f"{m_then} = {cond}")
+    gen.emit(f"if rt.all_true({m_then}):")
+    gen.body_block(s.then_body, None)
+    gen.emit(f"elif {m_then}.any():")
+    gen.body_block(s.then_body, m_then)
 
 
 def _arm(gen: "CodeGen", block: ir.Block, mask: str, guard: bool) -> None:
