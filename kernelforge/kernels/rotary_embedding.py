@@ -48,8 +48,12 @@ def _rotate_heads(base_ptr, num_heads, first, second, cos, sin, HEAD_SIZE: kl.co
         ptr2 = base_ptr + heads[:, None] * HEAD_SIZE + second[None, :]
         x1 = kl.load(ptr1, mask=mask, other=0.0).to(kl.float32)
         x2 = kl.load(ptr2, mask=mask, other=0.0).to(kl.float32)
-        kl.store(ptr1, x1 * cos[None, :] - x2 * sin[None, :], mask=mask)
-        kl.store(ptr2, x2 * cos[None, :] + x1 * sin[None, :], mask=mask)
+        # Both results before either store: the CPU backend may then read x1 and x2 as
+        # views of the input instead of copies (no write comes before their last read).
+        out1 = x1 * cos[None, :] - x2 * sin[None, :]
+        out2 = x2 * cos[None, :] + x1 * sin[None, :]
+        kl.store(ptr1, out1, mask=mask)
+        kl.store(ptr2, out2, mask=mask)
 
 
 @kf.jit

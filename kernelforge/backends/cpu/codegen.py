@@ -84,7 +84,7 @@ class CodeGen:
         # reads through access forms count: an in-place op must not reuse a buffer one still reads
         self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs)
         owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
-        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned)
+        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned, self.deferred)
         # a scratch buffer has the block's full shape; a trimmed op's result has the box's
         self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace, self.total_refs) - self.trimmed.stmts
         self.scratch_keys: list[str] = []

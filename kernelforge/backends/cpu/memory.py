@@ -138,7 +138,7 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
                f"{other_v}{extra})", varying
     if acc.rows is not None:
         return _rows_load(gen, s, acc, other)
-    copy = ", copy=True" if ptr.root in gen.written_roots else ""
+    copy = ", copy=True" if ptr.root in gen.written_roots and id(s) not in gen.trimmed.uncopied else ""
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
     return (f"views.load({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"

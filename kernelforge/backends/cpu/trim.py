@@ -67,6 +67,7 @@ class Trimmed:
     accesses: set[int] = field(default_factory=set)
     stmts: set[int] = field(default_factory=set)
     broadcasts: dict[int, frozenset[int]] = field(default_factory=dict)
+    uncopied: set[int] = field(default_factory=set)  # loads that may stay views of a written tensor
 
 
 @dataclass
@@ -240,9 +241,44 @@ class _BlockTrim:
         return axis is None or found.cls.axes == {axis}
 
 
-def find_trimmed(kernel: ir.Kernel, facts: Facts, accesses: dict[int, Access], excluded: set[int]) -> Trimmed:
+def _writes_root(stmt: ir.Stmt, root: str) -> bool:
+    """Whether `stmt` (or a statement nested in it) may write the tensor `root`."""
+    for st in ir.walk(ir.Block([stmt])):
+        if isinstance(st, ir.Store) and st.ptr.root == root:
+            return True
+        if isinstance(st, ir.Assign) and st.op == "atomic_add" and st.args[0].root == root:
+            return True
+    return False
+
+
+def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: set[int]) -> set[int]:
+    """Trimmed loads whose view may be read as it is although its tensor is written: no
+    write to that tensor comes before their (and their same-dtype casts') last read, and
+    no read is deferred into a fused store (it would run at the store)."""
+    position = {id(st): i for i, st in enumerate(block.stmts)}
+    out: set[int] = set()
+    for name, found in candidates.items():
+        if found.stmt.op != "load":
+            continue
+        aliases, last, deferred_read = {name}, position[id(found.stmt)], False
+        for i, st in enumerate(block.stmts[last + 1:], last + 1):
+            if set(operand_names(st)) & aliases:
+                last, deferred_read = i, deferred_read or id(st) in deferred
+                if (isinstance(st, ir.Assign) and st.op == "cast"
+                        and st.dst.type.dtype == st.args[0].type.dtype):
+                    aliases.add(st.dst.name)
+        start = position[id(found.stmt)]
+        root = found.stmt.args[0].root
+        if not deferred_read and not any(_writes_root(st, root) for st in block.stmts[start:last + 1]):
+            out.add(id(found.stmt))
+    return out
+
+
+def find_trimmed(kernel: ir.Kernel, facts: Facts, accesses: dict[int, Access], excluded: set[int],
+                 deferred: set[int] = frozenset()) -> Trimmed:
     """The loads, ops, stores and broadcasts that run on valid lanes only (see the module
-    docstring); `excluded` are `id()`s of statements another rewrite owns."""
+    docstring); `excluded` are `id()`s of statements another rewrite owns, `deferred` of
+    assignments a fused store computes (see `uncopied`)."""
     refs = references(kernel.body)
     out = Trimmed()
     for block in nested_blocks(kernel.body):
@@ -261,4 +297,5 @@ def find_trimmed(kernel: ir.Kernel, facts: Facts, accesses: dict[int, Access], e
         for st in block.stmts:
             if isinstance(st, ir.Store) and isinstance(st.value, ir.Var) and st.value.name in trimmed_names:
                 out.accesses.add(id(st))
+        out.uncopied |= _uncopied(block, candidates, deferred)
     return out

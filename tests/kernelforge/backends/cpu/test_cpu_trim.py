@@ -202,3 +202,32 @@ def test_a_sum_of_lanes_a_constant_moved_off_zero_is_not_trimmed():
     out = torch.zeros(2)
     shifted_sum[(2,)](out, x, 10, BLOCK=16)
     torch.testing.assert_close(out, (x + 1.0).sum(1) + 6.0)
+
+
+@kf.jit
+def swap_halves(x_ptr, n, STORE_FIRST: kl.constexpr, BLOCK: kl.constexpr):
+    cols = kl.arange(0, BLOCK)
+    mask = cols < n
+    row = x_ptr + kl.program_id(0) * 2 * n
+    a = kl.load(row + cols, mask=mask, other=0.0)
+    b = kl.load(row + n + cols, mask=mask, other=0.0)
+    if STORE_FIRST:  # `a` is read after the first store wrote its memory: it must be a copy
+        kl.store(row + cols, b * 2.0 - 1.0, mask=mask)
+        kl.store(row + n + cols, a * 2.0 - 1.0, mask=mask)
+    else:  # (a read inside the fused store's own op would run at the store: not here)
+        new_a = b * 2.0 - 1.0
+        new_b = a * 2.0 - 1.0
+        kl.store(row + cols, new_a, mask=mask)
+        kl.store(row + n + cols, new_b, mask=mask)
+
+
+@pytest.mark.parametrize("store_first", [True, False])
+def test_a_trimmed_load_is_copied_only_when_a_write_precedes_its_last_read(store_first):
+    src = swap_halves.source("cpu", x_ptr="*fp32", n="i32", STORE_FIRST=store_first, BLOCK=16)
+    loads = [line for line in src.splitlines() if "views.load(" in line]
+    assert len(loads) == 2 and all("trim=True" in line for line in loads)
+    assert ["copy=True" in line for line in loads] == ([True, False] if store_first else [False, False])
+    x = torch.randn(3, 2, 10)
+    expected = x.flip(1) * 2.0 - 1.0
+    swap_halves[(3,)](x, 10, STORE_FIRST=store_first, BLOCK=16)
+    torch.testing.assert_close(x, expected)
