@@ -218,7 +218,7 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
         _fail(op, f"cu_seqlens_q must start at 0, never decrease and end at <= {num_tokens} (query tokens)")
     if num_seqs == 0:
         return
-    if int((seqused_k - q_lens).min()) < 0:
+    if bool((seqused_k < q_lens).any()):  # a comparison: int32 differences can wrap
         _fail(op, "seqused_k[s] (cached + new tokens) must be >= the query length of sequence s")
     if int(q_lens.max()) > max_seqlen_q:
         _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({int(q_lens.max())})")

@@ -369,8 +369,9 @@ def _softmax_call(gen: "CodeGen", s: ir.Assign, chain: Softmax, target: str | No
     """`torch.softmax` of the chain's source in the division's dtype, into `target` if given.
 
     With another dtype than the source's it computes in the wider of the two (fp32 for
-    fp16 against bf16), so a narrow result never narrows the input first. A `shared`
-    target (a view of an argument) takes `out=` only when the source lives in other
+    fp16 against bf16), so a narrow result never narrows the input first. A target takes
+    `out=` only when it is contiguous (`_softmax.out` writes a strided one as if it were
+    dense) and, when `shared` (a view of an argument), when the source lives in other
     memory: the chain reads all of its block before it writes, one softmax row by row.
     """
     dim = chain.axis + gen.dims(chain.source)
@@ -385,8 +386,8 @@ def _softmax_call(gen: "CodeGen", s: ir.Assign, chain: Softmax, target: str | No
         return value if target is None else f"{target}.copy_({value})"
     if target is None:
         return f"torch.softmax({x}, dim={dim})"
-    into = f"torch._softmax({x}, {dim}, False, out={target})"
-    if not shared:
-        return into
-    return (f"{into} if {x}.untyped_storage().data_ptr() != {target}.untyped_storage().data_ptr() "
+    fits = f"{target}.is_contiguous()"
+    if shared:
+        fits += f" and {x}.untyped_storage().data_ptr() != {target}.untyped_storage().data_ptr()"
+    return (f"torch._softmax({x}, {dim}, False, out={target}) if {fits} "
             f"else {target}.copy_(torch.softmax({x}, dim={dim}))")

@@ -141,8 +141,9 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
     copy = ", copy=True" if ptr.root in gen.written_roots and id(s) not in gen.trimmed.uncopied else ""
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
+    gridded = ", gridded=True" if acc.ptr.gridded else ""
     return (f"views.load({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
-            f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy}{_trim_arg(gen, s)})"), varying
+            f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy}{_trim_arg(gen, s)}{gridded})"), varying
 
 
 def _trim_arg(gen: "CodeGen", s: ir.Stmt) -> str:

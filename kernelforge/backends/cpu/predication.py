@@ -81,10 +81,14 @@ def _one_armed_if(gen: "CodeGen", s: ir.If) -> None:
     m_then = gen.fresh("take_then")
     gen.emit(f"# if {cond} (differs between programs): masked unless every program takes it")
     gen.emit(f"{m_then} = {cond}")
+    before = set(gen.defined)
     gen.emit(f"if rt.all_true({m_then}):")
     gen.body_block(s.then_body, None)
+    unmasked = gen.defined
+    gen.defined = before  # the masked copy runs instead of the unmasked one, not after it
     gen.emit(f"elif {m_then}.any():")
     gen.body_block(s.then_body, m_then)
+    gen.defined |= unmasked
 
 
 def _arm(gen: "CodeGen", block: ir.Block, mask: str, guard: bool) -> None:

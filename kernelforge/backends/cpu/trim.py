@@ -105,20 +105,16 @@ def _access_class(acc: Access | None, shape: tuple[int, ...], block_assigns: set
 
 def _zero_pad(s: ir.Assign, candidates: dict[str, _Candidate]) -> bool:
     """Whether `s`'s padded lanes are exactly 0: zeros added, subtracted, negated or cast,
-    or a zero times a finite constant (any other constant could round differently in the
-    block's dtype, so no other value is followed)."""
-    zeros, finite = 0, 0
-    for a in s.args:
-        if isinstance(a, ir.Const):
-            finite += math.isfinite(float(a.value))
-            zeros += float(a.value) == 0.0
-        elif isinstance(a, ir.Var) and a.name in candidates and candidates[a.name].zero_pad:
-            zeros += 1
+    or a zero times a zero or a finite constant (any other constant could round differently
+    in the block's dtype, so no other value is followed). A constant 0 zeroes nothing by
+    itself: the other operand's padded lanes may be inf or NaN (1 / 0), and 0 * inf is NaN."""
+    padded = sum(isinstance(a, ir.Var) and a.name in candidates and candidates[a.name].zero_pad for a in s.args)
+    consts = [float(a.value) for a in s.args if isinstance(a, ir.Const)]
     if s.op in ("add", "sub"):
-        return zeros == 2
+        return padded + consts.count(0.0) == 2 and padded >= 1
     if s.op in ("neg", "cast"):
-        return zeros == 1 and (s.op == "neg" or s.dst.type.dtype.is_float)
-    return s.op == "mul" and zeros >= 1 and zeros + finite >= 2
+        return padded == 1 and (s.op == "neg" or s.dst.type.dtype.is_float)
+    return s.op == "mul" and padded >= 1 and padded + sum(map(math.isfinite, consts)) == 2
 
 
 class _BlockTrim:

@@ -191,10 +191,22 @@ def _pads(box: Sequence[int], shape: Sequence[int]) -> list[int]:
 
 def load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff] = (),
          mask: torch.Tensor | None = None, other: Value = 0, active: torch.Tensor | None = None,
-         copy: bool = False, trim: bool = False) -> torch.Tensor:
+         copy: bool = False, trim: bool = False, gridded: bool = False) -> torch.Tensor:
     """Masked load at affine offsets: a view (with `copy`, a private copy) when in bounds,
     a padded copy when the mask only trims block axes, else a gather. With `trim` (see
-    `trim.py`) the result holds only the valid box's lanes, unpadded."""
+    `trim.py`) the result holds only the valid box's lanes, unpadded. `gridded`: the
+    offsets involve a program id, so the caller expects `[G, ...]` even when that id's
+    stride is 0 at run time (every program then reads the same lanes)."""
+    result = _load(t, P, aff, shape, conds, mask, other, active, copy, trim)
+    if gridded and result.dim() == len(shape):
+        result = result.expand(P.G, *result.shape)
+        return result.contiguous() if copy else result
+    return result
+
+
+def _load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds: Sequence[Aff],
+          mask: torch.Tensor | None, other: Value, active: torch.Tensor | None, copy: bool,
+          trim: bool) -> torch.Tensor:
     if active is not None and all_true(active):
         active = None  # every program runs (the usual case at decode): take the cached plan
     n = extent(t)

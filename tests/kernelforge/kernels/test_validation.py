@@ -29,6 +29,8 @@ ATTENTION_ERRORS = [
     (dict(cu_seqlens_q=lambda a: a["cu_seqlens_q"][:2]), ValueError, "cu_seqlens_q"),
     (dict(cu_seqlens_q=lambda a: torch.tensor([0, 3, 1], dtype=torch.int32)), ValueError, "cu_seqlens_q"),
     (dict(seqused_k=lambda a: torch.tensor([20, 2], dtype=torch.int32)), ValueError, "seqused_k"),
+    # seqused_k - q_len would wrap around to a positive int32
+    (dict(seqused_k=lambda a: torch.tensor([20, -2**31], dtype=torch.int32)), ValueError, "seqused_k"),
     (dict(seqused_k=lambda a: torch.tensor([20, 50], dtype=torch.int32), max_seqlen_k=50), ValueError, "block_table"),
     (dict(max_seqlen_k=4), ValueError, "max_seqlen_k"),
     (dict(max_seqlen_q=1), ValueError, "max_seqlen_q"),

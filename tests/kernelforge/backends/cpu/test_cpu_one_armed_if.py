@@ -35,3 +35,30 @@ def test_rows_with_a_negative_index_are_skipped(idx):
         if row >= 0:
             expected[row] = x[program]
     assert torch.equal(out, expected)
+
+
+@kf.jit
+def nested_if(out_ptr, x_ptr, idx_ptr, BLOCK: kl.constexpr):
+    row = kl.load(idx_ptr + kl.program_id(0))
+    cols = kl.arange(0, BLOCK)
+    if row >= 0:
+        v = kl.load(x_ptr + row * BLOCK + cols)
+        if row < 2:
+            v = v + 100.0
+            kl.store(out_ptr + row * BLOCK + cols, v)
+        kl.store(out_ptr + 4 * BLOCK + row * BLOCK + cols, v)
+
+
+@pytest.mark.parametrize("idx", [[1, 3, 0], [-1, 3, 0]])
+def test_an_if_nested_in_the_arm_sees_only_its_own_copy_of_the_arm(idx):
+    """The unmasked and the masked copy of the arm each define the arm's names."""
+    x = torch.randn(4, 8)
+    out = torch.full((8, 8), -1.0)
+    nested_if[(3,)](out, x, torch.tensor(idx, dtype=torch.int32), BLOCK=8)
+    expected = torch.full((8, 8), -1.0)
+    for row in (r for r in idx if r >= 0):
+        v = x[row] + (100.0 if row < 2 else 0.0)
+        if row < 2:
+            expected[row] = v
+        expected[4 + row] = v
+    assert torch.equal(out, expected)

@@ -231,3 +231,18 @@ def test_a_trimmed_load_is_copied_only_when_a_write_precedes_its_last_read(store
     expected = x.flip(1) * 2.0 - 1.0
     swap_halves[(3,)](x, 10, STORE_FIRST=store_first, BLOCK=16)
     torch.testing.assert_close(x, expected)
+
+
+@kf.jit
+def zero_times_inverse(out_ptr, x_ptr, n, BLOCK: kl.constexpr):
+    cols = kl.arange(0, BLOCK)
+    x = kl.load(x_ptr + kl.program_id(0) * n + cols, mask=cols < n, other=0.0)
+    kl.store(out_ptr + kl.program_id(0), kl.sum((1.0 / x) * 0.0 + x, axis=0))
+
+
+def test_a_constant_zero_does_not_zero_padded_lanes():
+    """Padded lanes are 1 / 0 * 0 = NaN, which the sum must see: not trimmed."""
+    assert "trim=True" not in zero_times_inverse.source("cpu", out_ptr="*fp32", x_ptr="*fp32", n="i32", BLOCK=16)
+    out = torch.zeros(3)
+    zero_times_inverse[(3,)](out, torch.rand(3, 10) + 1.0, 10, BLOCK=16)
+    assert torch.isnan(out).all()
