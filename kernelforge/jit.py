@@ -366,7 +366,7 @@ def arg_signature(value: Any) -> Any:
     cls = type(value)
     if cls is int:
         return "i32" if -2**31 <= value < 2**31 else None
-    if cls is torch.Tensor or isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Tensor):
         return (value.dtype, value.device) if value.is_contiguous() else None
     if cls is float:
         return "fp32"

@@ -213,12 +213,12 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
     """
     num_seqs = seqused_k.shape[0]
     first, last = int(cu_seqlens_q[0]), int(cu_seqlens_q[-1])
-    q_lens = cu_seqlens_q.diff()
+    q_lens = cu_seqlens_q.long().diff()  # int64: differences of int32 entries can wrap
     if first != 0 or last > num_tokens or (num_seqs and int(q_lens.min()) < 0):
         _fail(op, f"cu_seqlens_q must start at 0, never decrease and end at <= {num_tokens} (query tokens)")
     if num_seqs == 0:
         return
-    if bool((seqused_k < q_lens).any()):  # a comparison: int32 differences can wrap
+    if bool((seqused_k < q_lens).any()):
         _fail(op, "seqused_k[s] (cached + new tokens) must be >= the query length of sequence s")
     if int(q_lens.max()) > max_seqlen_q:
         _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({int(q_lens.max())})")

@@ -410,7 +410,7 @@ def _rows_on(plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tenso
 
 def _store_split(t: torch.Tensor, P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: int,
                  value: torch.Tensor, dyn: Sequence[Dyn], conds: Sequence[tuple], masks: Sequence[Dyn],
-                 active: torch.Tensor | None, trim: bool = False) -> None:
+                 active: torch.Tensor | None, trim: bool) -> None:
     """The store from computed row starts: a row copy, or a scatter of every lane (never
     for a `trim` store, whose conditions only cut the run)."""
     r = _split(P, plan, aff, shape, inner, dyn, conds, masks, active)

@@ -340,8 +340,8 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
     if kind == "scatter":
         scatter(flat(t), values(P, aff, shape), value, _and(mask, conds_mask(P, plan[1], shape)), active)
         return
-    _, (sizes, strides, base), _, rest, trim, grid_sizes = plan
-    view = t.as_strided(sizes, strides, t.storage_offset() + base)
+    _, view_plan, _, rest, trim, grid_sizes = plan
+    view = _write_target(t, view_plan)
     if trim is not None and value.dim() >= rank:
         value = value[trim]
     if value.dim() > rank and (len(grid_sizes) != 1 or value.shape[0] != grid_sizes[0]):
@@ -368,19 +368,19 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
         if plan[0] != "view":
             return None
         view = _write_target(t, plan[1])
-        return view if len(plan[1][0]) > len(shape) else view.unsqueeze(0)
+        return view if view.dim() > len(shape) else view.unsqueeze(0)
     key = (aff, shape, conds, P.grid, n, True)
     plan = _store_plans.get(key)
     if plan is None:
         plan = _remember(_store_plans, key, _plan_store(P.grid, aff, shape, conds, n, True, True))
     if plan[0] != "view" or plan[3] or (plan[2] is not None and plan[2] != shape):
         return None
-    sizes, strides, base = plan[1]
-    view = t.as_strided(sizes, strides, t.storage_offset() + base)
-    return view if len(sizes) > len(shape) else view.unsqueeze(0)
+    view = _write_target(t, plan[1])
+    return view if view.dim() > len(shape) else view.unsqueeze(0)
 
 
 def _write_target(t: torch.Tensor, view_plan: tuple) -> torch.Tensor:
+    """The view of `t` a store plan's `(sizes, strides, base)` describes."""
     sizes, strides, base = view_plan
     return t.as_strided(sizes, strides, t.storage_offset() + base)
 
