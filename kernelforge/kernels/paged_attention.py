@@ -11,7 +11,9 @@ binary search over `cu_seqlens_q` and skips indices past its sequence's last blo
 Sequences with no query tokens (empty decode slots) own no block and are never touched.
 When the host can read `cu_seqlens_q` for free (tensors in host memory) and every sequence
 holds exactly one query token, the launch says so (ONE_TOKEN_SEQS): program s is then
-sequence s, with no search, on a (segment, KV head, sequence) grid.
+sequence s, with no search, on a (segment, KV head, sequence) grid. On the CPU backend a
+batch with prefill in it lists its query blocks in a work order (ORDERED): only blocks
+that hold rows, those that see the most keys first (`_cpu_block_order`).
 
 The context is scanned in tiles of TILE key positions, each position's physical block
 looked up in the block table, with an fp32 online softmax (running max m, running sum
@@ -68,11 +70,14 @@ def _geometry(args: dict, tile: int) -> kf.Config:
     CPU_PREFILL_ROWS rows (as many tokens as fit, at least one): every query block gathers
     its whole causal K/V prefix, so more tokens per block mean fewer gathers, while the
     scores its diagonal tile wastes grow with the block."""
-    group = args["GROUP"]
-    if on_cpu_backend(args["query_ptr"].device):
-        rows = max(group, min(CPU_PREFILL_ROWS, group * args["max_seqlen_q"]))
-        return kf.Config(BLOCK_M=next_power_of_2(rows), TILE=tile)
-    return kf.Config(BLOCK_M=max(16, next_power_of_2(group)), TILE=tile)
+    return kf.Config(BLOCK_M=_block_m(args["GROUP"], args["max_seqlen_q"], args["query_ptr"].device), TILE=tile)
+
+
+def _block_m(group: int, max_seqlen_q: int, device: torch.device) -> int:
+    """BLOCK_M of every config on `device` (see `_geometry`): tiles vary, rows do not."""
+    if on_cpu_backend(device):
+        return next_power_of_2(max(group, min(CPU_PREFILL_ROWS, group * max_seqlen_q)))
+    return max(16, next_power_of_2(group))
 
 
 def _fits(args: Mapping[str, Any], config: kf.Config) -> bool:
@@ -89,7 +94,8 @@ def _ub_peak(dtype: torch.dtype, constexprs: tuple) -> int:
     """Peak live bytes of the attention kernel specialised for `dtype` and `constexprs`."""
     fn = _paged_attention_kernel.fn
     types = {n: "i32" for n in fn.runtime_names}
-    types.update(dict.fromkeys(("block_table_ptr", "cu_seqlens_q_ptr", "seqused_k_ptr"), "*i32"))
+    types.update(dict.fromkeys(("block_table_ptr", "cu_seqlens_q_ptr", "seqused_k_ptr", "q_block_order_ptr"),
+                               "*i32"))
     types.update(dict.fromkeys(("m_part_ptr", "l_part_ptr", "acc_part_ptr"), "*fp32"), scale="fp32")
     types.update(dict.fromkeys(("out_ptr", "query_ptr", "key_cache_ptr", "value_cache_ptr"),
                                "*" + {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]))
@@ -335,18 +341,19 @@ def _attend(
 @kf.jit
 def _paged_attention_kernel(
     out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
-    m_part_ptr, l_part_ptr, acc_part_ptr,
+    m_part_ptr, l_part_ptr, acc_part_ptr, q_block_order_ptr,
     scale, num_tokens, num_seqs, num_kv_heads, search_steps, window, max_seqlen_q, max_seqlen_k,
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
     HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
     CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
-    PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+    ORDERED: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
     """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
     _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items: one program each, a grid of
     (segments, KV heads, sequences) when ONE_TOKEN_SEQS (the program ids are then the work
     item, so the CPU backend reads queries and writes outputs as strided views), else a
-    1-D grid of items; segment fastest either way."""
+    1-D grid of items; segment fastest either way. ORDERED (1-D grid only): the query block
+    of an item is entry `rank` of q_block_order, the launch's list of blocks."""
     if PERSISTENT:
         if ONE_TOKEN_SEQS:
             n_work = num_seqs * num_kv_heads * NUM_SEGMENTS
@@ -364,6 +371,8 @@ def _paged_attention_kernel(
             q_block, kv_head, segment = kl.program_id(2), kl.program_id(1), kl.program_id(0)
         else:
             q_block, kv_head, segment = _work_item(kl.program_id(0), num_kv_heads, NUM_SEGMENTS)
+            if ORDERED:
+                q_block = kl.load(q_block_order_ptr + q_block)
         _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
                 cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
                 num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
@@ -515,6 +524,38 @@ def _one_token_each(cu_seqlens_q: Tensor, max_seqlen_q: int, num_tokens: int) ->
     return num_tokens == num_seqs and int(cu_seqlens_q[-1]) == num_seqs
 
 
+def _orders_blocks(max_seqlen_q: int, device: torch.device) -> bool:
+    """Whether a launch lists its query blocks (ORDERED): a batch with prefill in it on the
+    CPU backend, where reading its lengths costs nothing (see `_cpu_block_order`)."""
+    return max_seqlen_q > 1 and on_cpu_backend(device) and not persistent(device)
+
+
+def _cpu_block_order(cu_seqlens_q: Tensor, seqused_k: Tensor, block_q: int, causal: bool,
+                     sliding_window: int | None) -> Tensor:
+    """The query block numbers (`_first_q_block`) of a batch in host memory that hold rows,
+    those that see the most keys first (int32).
+
+    The CPU backend runs a divergent loop's programs in lock step and narrows the set as
+    programs finish; with the longest scans first, the programs still running are always
+    the first ones, so narrowing slices instead of copying each one's queries and
+    accumulators (`tails.Tail`), and the slack numbers past each sequence's last block
+    are not launched at all.
+    """
+    starts = cu_seqlens_q[:-1].long()
+    q_lens = cu_seqlens_q[1:].long() - starts
+    blocks = (q_lens + block_q - 1) // block_q
+    seq = torch.repeat_interleave(torch.arange(q_lens.numel()), blocks)
+    first = starts if block_q == 1 else starts // block_q + torch.arange(q_lens.numel())
+    index = torch.arange(seq.numel()) - torch.repeat_interleave(blocks.cumsum(0) - blocks, blocks)
+    block_start = seqused_k.long()[seq] - q_lens[seq] + index * block_q  # first token's position
+    kv_end = seqused_k.long()[seq]
+    if causal:
+        kv_end = torch.minimum(kv_end, block_start + block_q)
+    kv_start = 0 if sliding_window is None else (block_start - sliding_window + 1).clamp(min=0)
+    keys = kv_end - kv_start
+    return (first[seq] + index)[keys.argsort(descending=True, stable=True)].to(torch.int32)
+
+
 def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
             max_seqlen_q: int, max_seqlen_k: int, key_cache: Tensor, value_cache: Tensor, softmax_scale: float,
             causal: bool, sliding_window: int | None) -> None:
@@ -538,22 +579,31 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
     # A lone query token sits at its context's last position, so causality hides nothing from
     # it: decode launches skip the causal clamps.
     causal = causal and max_seqlen_q > 1
+    order = None
+    if _orders_blocks(max_seqlen_q, query.device):
+        block_m = _block_m(group, max_seqlen_q, query.device)
+        order = _cpu_block_order(cu_seqlens_q, seqused_k, block_m // group, causal, sliding_window)
 
     def grid(meta: dict) -> tuple[int, ...]:
         if one_token_seqs and not persistent(query.device):
             return (segments, num_kv_heads, num_seqs)
-        n_work = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group) * num_kv_heads * segments
-        return (grid_size(n_work, query.device),)
+        if order is None:
+            blocks = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group)
+        elif meta["BLOCK_M"] == block_m:
+            blocks = order.numel()
+        else:
+            raise ValueError(f"a config with BLOCK_M={meta['BLOCK_M']} for blocks listed for {block_m} rows")
+        return (grid_size(blocks * num_kv_heads * segments, query.device),)
 
     _paged_attention_kernel[grid](
         flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
-        m_part, l_part, acc_part,
+        m_part, l_part, acc_part, cu_seqlens_q if order is None else order,
         softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
         sliding_window or 0, max_seqlen_q, max_seqlen_k,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
         CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
-        ONE_TOKEN_SEQS=one_token_seqs,
+        ONE_TOKEN_SEQS=one_token_seqs, ORDERED=order is not None,
         PERSISTENT=persistent(query.device),
     )
     if segments > 1:

@@ -10,9 +10,10 @@ All programs run in lock step, so divergence becomes predication:
   (no masking at all, so fast paths stay fast), then the ragged tail under a
   per-iteration mask `t < trips`, merging loop-carried variables after each step.
   Before the tail the live set is compacted to the programs that still iterate
-  (`rt.Compaction`), and narrowed again during it as programs finish, so the tail
+  (`tails.Tail`), and narrowed again during it as programs finish, so the tail
   costs about what those programs need, not the longest program times the whole
-  grid. Merges are skipped in steps where every program of the set iterates.
+  grid (a launch ordered longest first narrows by slicing). Merges are skipped in
+  steps where every program of the set iterates.
 - `return` clears the program's bit in `alive`, which every later mask includes.
 """
 
@@ -164,7 +165,8 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.depth += 1
     outer_P = gen.fresh("P_all")
     gen.emit(f"{outer_P} = P")
-    gen.emit(f"{cp} = rt.Compaction(P, {trips} > {lo})")
+    gen.emit("from kernelforge.backends.cpu.tails import Tail")
+    gen.emit(f"{cp} = Tail(P, {trips} > {lo})")
     gen.emit(f"P = {cp}.programs")
     full: dict[str, str] = {}
     for v in sorted(reads) + carried + [trips]:

@@ -366,3 +366,59 @@ def test_one_token_batch_on_a_persistent_grid(backend, segments, monkeypatch):
                              head_size=64, block_size=16, dtype=torch.float32, seed=14)
     assert one_token_flags(backend, batch) == [True]
     check(backend, batch, torch.float32)
+
+
+def visible_keys(q_lens: list[int], ctx_lens: list[int], block_q: int, window: int | None) -> dict[int, int]:
+    """Query block number -> keys its causal rows can see, for every block that holds rows."""
+    keys, first = {}, 0
+    for s, (q_len, ctx) in enumerate(zip(q_lens, ctx_lens)):
+        start = first if block_q == 1 else first // block_q + s
+        for j in range(-(-q_len // block_q)):
+            block_start = ctx - q_len + j * block_q
+            low = 0 if window is None else max(0, block_start - window + 1)
+            keys[start + j] = min(ctx, block_start + block_q) - low
+        first += q_len
+    return keys
+
+
+@settings(max_examples=40)
+@given(lens=sequences(16, 6, 90), block_q=st.sampled_from([1, 4, 21, 64]), window=st.sampled_from([None, 1, 7]))
+def test_cpu_block_order_lists_each_block_with_rows_once_longest_first(lens, block_q, window):
+    q_lens, ctx_lens = lens
+    cu_seqlens_q = torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    order = attention_module._cpu_block_order(cu_seqlens_q, torch.tensor(ctx_lens, dtype=torch.int32), block_q,
+                                              True, window)
+    keys = visible_keys(q_lens, ctx_lens, block_q, window)
+    assert order.dtype == torch.int32
+    assert sorted(order.tolist()) == sorted(keys)
+    seen = [keys[b] for b in order.tolist()]
+    assert seen == sorted(seen, reverse=True)
+
+
+@pytest.mark.parametrize(("q_lens", "ctx_lens", "ordered"), [
+    ([37, 5, 130, 1], [37, 60, 130, 9], True),  # prefill in the batch: blocks with rows, longest first
+    ([1, 1, 1], [40, 3, 170], False),  # decodes: one program per sequence already
+])
+def test_cpu_launches_with_prefill_list_their_blocks(q_lens, ctx_lens, ordered):
+    batch = make_paged_batch(q_lens=q_lens, ctx_lens=ctx_lens, num_heads=6, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=21, pad_tokens=3)
+    with kf.backend("cpu"), capture_launches() as captured:
+        paged_attention(torch.empty_like(batch.query), *batch.args(), 0.125)
+    launches = [launch for launch in captured if "ORDERED" in launch.kwargs]
+    assert [launch["ORDERED"] for launch in launches] == [ordered]
+    if ordered:
+        blocks = sum(-(-q // 21) for q in q_lens)  # 64 rows: 21 tokens of 3 heads
+        assert launches[0].grid(dict(BLOCK_M=64)) == (blocks * 2,)
+    check("cpu", batch, torch.float32)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("window", [None, 5])
+def test_ordered_blocks_match_reference(backend, window, monkeypatch):
+    """The listed-blocks path (the CPU backend's, for prefill) on interpret too: ragged
+    prompts, a chunk, decodes and an empty slot, blocks straddling sequence ends."""
+    monkeypatch.setattr(attention_module, "_orders_blocks", lambda max_seqlen_q, device: max_seqlen_q > 1)
+    batch = make_paged_batch(q_lens=[1, 23, 0, 9, 40, 2], ctx_lens=[30, 23, 5, 50, 40, 17], num_heads=4,
+                             num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float32, seed=22,
+                             pad_tokens=2)
+    check(backend, batch, torch.float32, window=window)
