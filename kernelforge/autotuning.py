@@ -304,6 +304,8 @@ class Autotuned:
             if isinstance(rule, str) and rule not in _BUCKETS:
                 raise ValueError(f"autotune({self.name}): unknown bucket {rule!r}; use {sorted(_BUCKETS)} "
                                  "or a callable")
+        self._key_positions = tuple((n, self.arg_position[n]) for n in self.key_names)
+        self._constexpr_positions = tuple((n, self.arg_position[n]) for n in self._launch_constexprs)
         self._key_rules = tuple((n, _bucket_rule(self.bucket[n]) if n in self.bucket else None)
                                 for n in self.key_names)
         self._configs_seen: dict[tuple, dict[str, ConfigValue]] = {}
@@ -427,21 +429,23 @@ class Autotuned:
         if ((_provider is not None and not getattr(_provider, "stable", False))
                 or _local.__dict__.get("forced") or _local.__dict__.get("captures")):
             return None
-        parts = tuple(map(_memo_arg_part, args))
+        parts = tuple(map(arg_signature, args))
+        if None in parts:  # rare: only then ask each argument the slower question
+            parts = tuple(map(_memo_arg_part, args))
+        count = len(args)
         values: list[Any] = []
-        for name in self.key_names:
-            position = self.arg_position[name]
-            if position < len(args):
+        for name, position in self._key_positions:
+            if position < count:
                 value = args[position]
                 values.append(tuple(value.shape) if isinstance(value, torch.Tensor) else constant_key(value))
             elif name not in kwargs:  # a keyword one is already part of the keywords
                 return None
-        for name in self._launch_constexprs:  # the provider's key holds them, wherever they are passed
-            position = self.arg_position[name]
-            if position < len(args):
+        for name, position in self._constexpr_positions:  # the provider's key holds them, wherever passed
+            if position < count:
                 values.append((name, *constant_key(args[position])))
-        return (_provider_generation, os.environ.get("KF_SANITIZE", "0"), parts,
-                *[(name, *constant_key(value)) for name, value in kwargs.items()], *values,
+        for name, value in kwargs.items():
+            values.append((name, *constant_key(value)))
+        return (_provider_generation, os.environ.get("KF_SANITIZE", "0"), parts, *values,
                 select_backend_name(signature_device(parts)))
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:

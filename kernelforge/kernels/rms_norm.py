@@ -93,6 +93,8 @@ def _rms_norm_kernel(
 
 def _rows(name: str, t: Tensor) -> Tensor:
     """`t` as a [rows, hidden] view (a copy would lose the in-place write)."""
+    if t.dim() == 2:
+        return t
     try:
         return t.view(-1, t.shape[-1])
     except RuntimeError:
@@ -103,10 +105,11 @@ def _launch(out: Tensor, x: Tensor, residual: Tensor, weight: Tensor, eps: float
     n_rows, hidden = x.shape
     if n_rows == 0:
         return
-    grid = (grid_size(n_rows, x.device),)
+    device = x.device
+    grid = (grid_size(n_rows, device),)
     _rms_norm_kernel[grid](flat_view(out), flat_view(x), flat_view(residual), weight, n_rows, hidden,
                            out.stride(0), x.stride(0), residual.stride(0), float(eps), FUSED_ADD=fused_add,
-                           PERSISTENT=persistent(x.device))
+                           PERSISTENT=persistent(device))
 
 
 def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:

@@ -87,6 +87,8 @@ class CodeGen:
         self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned, self.deferred)
         # a scratch buffer has the block's full shape; a trimmed op's result has the box's
         self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace, self.total_refs) - self.trimmed.stmts
+        self.free_broadcasts = (fusion.find_free_broadcasts(kernel, self.facts, self.total_refs) - self.scratch
+                                if peepholes else set())
         self.scratch_keys: list[str] = []
         rows_loads = {i for i, acc in self.accesses.items() if acc.rows is not None} - self.deferred
         self.fill_wheres = fusion.find_fill_wheres(kernel, self.facts, self.total_refs,
@@ -404,6 +406,8 @@ class CodeGen:
             return self.full(args[0], t)
         if op == "broadcast_to":
             a = args[0]
+            if id(s) in self.free_broadcasts:  # its readers broadcast it themselves
+                return self.val(a, rank)
             kept = self.trimmed.broadcasts.get(id(s), ())  # trimmed axes stay size 1
             sizes = ", ".join("-1" if d in kept else str(n) for d, n in enumerate(t.shape))
             if self.varying(a):

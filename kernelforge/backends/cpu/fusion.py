@@ -186,6 +186,35 @@ def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
     return out
 
 
+def find_free_broadcasts(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
+    """`id()`s of `broadcast_to`s that torch's own broadcasting makes redundant.
+
+    `cos[None, :] * x` broadcasts `cos` to x's shape first; an `expand` costs a dispatch
+    and the multiply would broadcast anyway. A broadcast qualifies when every read of it
+    is an elementwise arithmetic op of its shape whose other operand already has that
+    shape and is no broadcast (so the op's result keeps it), and its source has its rank
+    or is a scalar (a varying scalar gets trailing axes, a block keeps its grid axis
+    first). `refs` counts every read, those through access forms included.
+    """
+    broadcasts = {st.dst.name: st for st in ir.walk(kernel.body)
+                  if isinstance(st, ir.Assign) and st.op == "broadcast_to"}
+    reads: Counter = Counter()
+    for st in ir.walk(kernel.body):
+        if isinstance(st, ir.Assign) and st.op in _BINARY and len(st.args) == 2:
+            for mine, other in (st.args, st.args[::-1]):
+                if (isinstance(mine, ir.Var) and mine.name in broadcasts and isinstance(other, ir.Var)
+                        and other.name not in broadcasts and not facts.is_py(other)
+                        and other.type.shape == mine.type.shape == st.dst.type.shape):
+                    reads[mine.name] += 1
+    free: set[int] = set()
+    for name, st in broadcasts.items():
+        source = st.args[0]
+        if (isinstance(source, ir.Var) and not facts.is_py(source) and refs[name] == 1 + reads[name]
+                and (source.type.is_scalar or len(source.type.shape) == len(st.dst.type.shape))):
+            free.add(id(st))
+    return free
+
+
 def find_scratch(kernel: ir.Kernel, facts: Facts, inplace: set[int], refs: Counter) -> set[int]:
     """`id()`s of ops outside loops whose single-use result may live in a reused buffer.
 

@@ -279,7 +279,9 @@ def _load_trimmed(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...]
 
 def _write_view(grid: Grid, aff: Aff, box: Sequence[int], n: int, per_program: bool) -> tuple | None:
     """(sizes, strides, base) of a view, `[g2, g1, g0, *box]` without size-1 grid axes,
-    whose elements are distinct and in bounds; None when a scatter is needed."""
+    whose elements are distinct and in bounds; None when a scatter is needed. A grid of
+    one program keeps its axis: the value then lines up with the view as it is (no
+    reshape to drop the program axis)."""
     base, pid, blk = aff
     if any(c < 0 for c in pid) or any(c < 0 for c in blk):
         return None
@@ -288,7 +290,7 @@ def _write_view(grid: Grid, aff: Aff, box: Sequence[int], n: int, per_program: b
     lo, hi = span(grid, aff, box)
     if lo < 0 or hi >= n:
         return None
-    axes = [a for a in (2, 1, 0) if grid[a] > 1] if any(pid) else []
+    axes = ([a for a in (2, 1, 0) if grid[a] > 1] or [0]) if any(pid) else []
     sizes = tuple(grid[a] for a in axes) + tuple(box)
     strides = tuple(pid[a] for a in axes) + tuple(blk)
     if not _no_overlap(sizes, strides):
