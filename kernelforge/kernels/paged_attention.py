@@ -74,9 +74,11 @@ def _geometry(args: dict, tile: int) -> kf.Config:
 
 
 def _block_m(group: int, max_seqlen_q: int, device: torch.device) -> int:
-    """BLOCK_M of every config on `device` (see `_geometry`): tiles vary, rows do not."""
+    """BLOCK_M of every config on `device` (see `_geometry`): tiles vary, rows do not, and
+    they follow max_seqlen_q's power-of-two bucket, as the autotuner's key does, so a tuned
+    config holds the rows an ORDERED launch listed its blocks for."""
     if on_cpu_backend(device):
-        return next_power_of_2(max(group, min(CPU_PREFILL_ROWS, group * max_seqlen_q)))
+        return next_power_of_2(max(group, min(CPU_PREFILL_ROWS, group * next_power_of_2(max_seqlen_q))))
     return max(16, next_power_of_2(group))
 
 

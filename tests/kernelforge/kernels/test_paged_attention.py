@@ -422,3 +422,12 @@ def test_ordered_blocks_match_reference(backend, window, monkeypatch):
                              num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float32, seed=22,
                              pad_tokens=2)
     check(backend, batch, torch.float32, window=window)
+
+
+@pytest.mark.parametrize("group", [1, 3, 5])
+@pytest.mark.parametrize("bucket", [1, 2, 4, 8, 16, 32, 64, 128])
+def test_cpu_program_rows_follow_the_autotune_bucket(group, bucket):
+    """A config tuned for one max_seqlen_q serves its whole power-of-two bucket, and an
+    ORDERED launch lists its blocks for the rows of its own max_seqlen_q: they must agree."""
+    rows = {attention_module._block_m(group, q, torch.device("cpu")) for q in range(bucket // 2 + 1, bucket + 1)}
+    assert len(rows) == 1
