@@ -199,10 +199,8 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.emit(f"P = {outer_P}")
     names = [v if v == "alive" else gen.name(v) for v in carried]
     if names:
-        gen.emit(f"{', '.join(names)}, = {cp}.restore(({', '.join(names)},))")
-    for v in carried:
-        pv = v if v == "alive" else gen.name(v)
-        gen.emit(f"{pv} = {cp}.put({full[v]}, {pv})")
+        fulls = "".join(full[v] + ", " for v in carried)
+        gen.emit(f"{', '.join(names)}, = {cp}.finish(({fulls}), ({', '.join(names)},))")
     for v in sorted(reads) + [trips]:
         pv = v if v == trips else gen.name(v)
         gen.emit(f"{pv} = {full[v]}")

@@ -24,9 +24,9 @@ Rows = int | torch.Tensor
 
 
 class Tail:
-    """A divergent loop tail's program set: `take` narrows a per-program value to it, `put`
-    writes a narrowed result back into the full value; `narrow` drops programs that
-    finished and `restore` undoes every `narrow`.
+    """A divergent loop tail's program set: `take` narrows a per-program value to it;
+    `narrow` drops programs that finished; `finish` writes the carried results back into
+    the full values, undoing every narrowing.
 
     Indexed (not prefix) sets compact when at least an eighth of the programs, and at
     least MIN_IDLE, are done, and narrow when a quarter (and MIN_IDLE) are: below that the
@@ -47,14 +47,11 @@ class Tail:
     def take(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.rows is None else _select(x, self.rows)
 
-    def put(self, full: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x if self.rows is None else _merge(full, self.rows, x)
-
     def narrow(self, keep: torch.Tensor, carried: tuple[torch.Tensor, ...], reads: tuple[torch.Tensor, ...]
                ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None:
         """The `carried` and `reads` values of the programs in `keep` (over the current set),
         or None when none finished, or too few to be worth indexing. `carried` are
-        remembered for `restore`; `reads` (values the loop only reads) are not."""
+        remembered for `finish`; `reads` (values the loop only reads) are not."""
         G = self.programs.G
         rows = kept_rows(keep)
         done = G - _count(rows)
@@ -64,11 +61,23 @@ class Tail:
         self.programs = _subset(self.programs, rows)
         return tuple(_select(x, rows) for x in carried), tuple(_select(x, rows) for x in reads)
 
-    def restore(self, carried: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """`carried` over the programs the tail started with, undoing every `narrow`."""
-        for rows, before in reversed(self._levels):
-            carried = tuple(_merge(full, rows, x) for full, x in zip(before, carried))
-        self._levels.clear()
+    def finish(self, full: tuple[torch.Tensor, ...], carried: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """New values over the whole set before the tail: `carried` for the programs still in
+        it, each dropped program's values from when it was dropped, and `full` for the
+        programs the tail never took. A run of prefix narrowings is undone in one pass."""
+        levels = ([] if self.rows is None else [(self.rows, full)]) + self._levels
+        self._levels = []
+        while levels:
+            prefixes = len(levels)
+            while prefixes and isinstance(levels[prefixes - 1][0], int):
+                prefixes -= 1
+            if prefixes == len(levels):
+                rows, before = levels.pop()
+                carried = tuple(_merge(b, rows, x) for b, x in zip(before, carried))
+            else:
+                run = levels[prefixes:]
+                del levels[prefixes:]
+                carried = tuple(_assemble([before[i] for _, before in run], x) for i, x in enumerate(carried))
         return carried
 
 
@@ -93,13 +102,19 @@ def _select(x: torch.Tensor, rows: Rows) -> torch.Tensor:
     return x[:rows] if isinstance(rows, int) else x.index_select(0, rows)
 
 
-def _merge(full: torch.Tensor, rows: Rows, x: torch.Tensor) -> torch.Tensor:
+def _merge(full: torch.Tensor, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A new tensor (in `x`'s dtype) holding `x` at `rows` and `full` elsewhere."""
-    if not isinstance(rows, int):
-        out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
-        out[rows] = x
-        return out
-    out = torch.empty(full.shape, dtype=x.dtype)
-    out[:rows].copy_(x)
-    out[rows:].copy_(full[rows:])
+    out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
+    out[rows] = x
+    return out
+
+
+def _assemble(befores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Undoes nested prefix narrowings at once: befores[k] is the value over the set that
+    the k-th narrowing kept the first ones of, x over the last set; each row comes from
+    the innermost of them that holds it."""
+    out = torch.empty(befores[0].shape, dtype=x.dtype)
+    out[:x.shape[0]].copy_(x)
+    for outer, inner in zip(befores, befores[1:] + [x]):
+        out[inner.shape[0]:outer.shape[0]].copy_(outer[inner.shape[0]:])
     return out

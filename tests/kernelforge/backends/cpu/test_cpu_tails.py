@@ -29,8 +29,8 @@ def test_a_prefix_compacts_for_one_idle_program_and_takes_views():
     taken = tail.take(x)
     assert taken.data_ptr() == x.data_ptr() and taken.shape == (7, 2)
     assert tail.programs.pid(0).tolist() == list(range(7))
-    put = tail.put(x, taken * 0 - 1)
-    torch.testing.assert_close(put, torch.cat([-torch.ones(7, 2), x[7:]]))
+    (done,) = tail.finish((x,), (taken * 0 - 1,))
+    torch.testing.assert_close(done, torch.cat([-torch.ones(7, 2), x[7:]]))
     assert x[0, 1] == 1.0  # the full value is not written
 
 
@@ -40,8 +40,8 @@ def test_scattered_programs_compact_with_an_eighth_and_min_idle_done(running, co
     tail = Tail(rt.Programs((64, 1, 1)), keep)
     assert (tail.rows is not None) == compacts
     x = torch.arange(64.0)
-    torch.testing.assert_close(tail.put(x, tail.take(x) * 0 - 1), torch.where(keep, -1.0, x) if compacts
-                               else -torch.ones(64))
+    (done,) = tail.finish((x,), (tail.take(x) * 0 - 1,))
+    torch.testing.assert_close(done, torch.where(keep, -1.0, x) if compacts else -torch.ones(64))
 
 
 def test_a_prefix_narrows_whenever_a_program_finishes():
@@ -51,25 +51,27 @@ def test_a_prefix_narrows_whenever_a_program_finishes():
     (nx,), (nr,) = tail.narrow(first(63, 64), (x,), (r,))
     assert nr.data_ptr() == r.data_ptr() and nr.shape == (63,)
     assert tail.programs.G == 63
-    torch.testing.assert_close(tail.restore((nx * 0 - 1,))[0], torch.cat([-torch.ones(63), x[63:]]))
+    torch.testing.assert_close(tail.finish((x,), (nx * 0 - 1,))[0], torch.cat([-torch.ones(63), x[63:]]))
 
 
-def test_restore_undoes_prefix_and_indexed_narrowings_in_order():
-    """Programs dropped at each narrowing keep the values they had then, in the carried dtype."""
-    tail = Tail(rt.Programs((96, 1, 1)), torch.ones(96, dtype=torch.bool))
-    x = torch.arange(96.0).view(96, 1).expand(96, 3)  # a broadcast view, as loops carry them
+def test_finish_undoes_prefix_and_indexed_narrowings_in_order():
+    """Programs dropped at each narrowing keep the values they had then, in the carried
+    dtype; programs the tail never took keep their values from before it."""
+    tail = Tail(rt.Programs((100, 1, 1)), first(96, 100))
+    x_all = torch.arange(100.0).view(100, 1).expand(100, 3)  # a broadcast view, as loops carry them
+    x = tail.take(x_all)
     (x1,), _ = tail.narrow(first(64, 96), (x,), ())
     scattered = torch.arange(64) % 2 == 0
     (x2,), _ = tail.narrow(scattered, (x1 + 100,), ())
     (x3,), _ = tail.narrow(first(20, 32), ((x2 + 1000).double(),), ())
     assert tail.programs.idx.tolist() == list(range(0, 40, 2))
-    (out,) = tail.restore((x3 + 10000,))
-    want = torch.arange(96.0)
+    (out,) = tail.finish((x_all,), (x3 + 10000,))
+    want = torch.arange(100.0)
     want[:64] += 100
     want[0:40:2] += 11000
     want[40:64:2] += 1000
     assert out.dtype == torch.float64
-    torch.testing.assert_close(out, want.double()[:, None].expand(96, 3))
+    torch.testing.assert_close(out, want.double()[:, None].expand(100, 3))
 
 
 @kf.jit
@@ -98,3 +100,25 @@ def test_divergent_loops_ordered_longest_first_or_not_match_python(lens, longest
         ragged_rows_kernel[(len(lens),)](x, torch.tensor(lens, dtype=torch.int32), out, BLOCK=16)
     sums = torch.stack([x[i, :n].sum() + -(-n // 16) for i, n in enumerate(lens)])
     torch.testing.assert_close(out, sums[:, None].expand(-1, 2), atol=1e-4, rtol=1e-5)
+
+
+def test_finish_undoes_indexed_levels_around_prefix_runs():
+    """An indexed compaction, two prefix narrowings, an indexed one, another prefix one."""
+    G = 64
+    full = torch.arange(G, dtype=torch.float32)
+    scattered = torch.arange(G) % 4 != 1  # 48 kept, not a prefix
+    tail = Tail(rt.Programs((G, 1, 1)), scattered)
+    assert tail.rows is not None and not isinstance(tail.rows, int)
+    x = tail.take(full) + 1000
+    keeps = [first(40, 48), first(36, 40), torch.arange(36) % 2 == 0, first(10, 18)]
+    for k, keep in enumerate(keeps):
+        (x,), _ = tail.narrow(keep, (x + 100 * (k + 1),), ())
+    (out,) = tail.finish((full,), (x + 10000,))
+    want = full.clone()
+    index = scattered.nonzero().squeeze(1)  # full position of each program of the current set
+    want[index] += 1000
+    for k, keep in enumerate(keeps):
+        want[index] += 100 * (k + 1)
+        index = index[keep]
+    want[index] += 10000
+    torch.testing.assert_close(out, want)
