@@ -24,7 +24,7 @@ from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return, r
 from kernelforge.ir import DType
 
 # Names the generated module itself uses; kernel variables are renamed around them.
-_RESERVED = {"torch", "math", "rt", "rows", "views", "sanitizer", "P", "grid", "args", "launch", "alive",
+_RESERVED = {"torch", "math", "rt", "rows", "tails", "views", "sanitizer", "P", "grid", "args", "launch", "alive",
              *dir(builtins)}
 
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^",
@@ -196,7 +196,7 @@ class CodeGen:
         if self.sanitize:
             head.append("sanitized: every unmasked load/store lane is bounds-checked")
         head += ['"""', "import math", "", "import torch", "",
-                 "from kernelforge.backends.cpu import rows, runtime as rt, views"]
+                 "from kernelforge.backends.cpu import rows, runtime as rt, tails, views"]
         if self.sanitize:
             head.append("from kernelforge.backends.cpu import sanitizer")
         head.append("")

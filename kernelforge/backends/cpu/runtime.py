@@ -58,66 +58,6 @@ class Programs:
         return Programs(self.grid, idx)
 
 
-class Compaction:
-    """Narrows a divergent loop's ragged tail to the programs that still iterate.
-
-    Compacts when at least an eighth of the current programs, and at least MIN_IDLE of
-    them, are done: `take` and `put` cost one indexing pass over each loop-carried value,
-    while every tail step does its whole body for each program it keeps (a paged-attention
-    decode tile is ~100x its carried state). Fewer idle programs cost less masked work
-    than the indexing ops. `take` narrows a per-program value, `put` writes the narrowed
-    result back into the full one.
-
-    Inside the tail, `narrow` drops the programs that have finished since, once they are
-    a quarter of the current set (and at least MIN_IDLE): ragged batches (prompts of many
-    lengths) then run each step for about the programs that need it rather than for all
-    the tail started with. `restore` undoes those narrowings; `put` the first compaction.
-    """
-
-    MIN_IDLE = 16
-
-    def __init__(self, P: Programs, keep: torch.Tensor) -> None:
-        rows = keep.nonzero().squeeze(1)
-        idle = P.G - rows.numel()
-        self.rows = rows if idle * 8 >= P.G and idle >= self.MIN_IDLE else None
-        self.programs = P if self.rows is None else P.subset(self.rows)
-        self._levels: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = []
-
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.rows is None else x.index_select(0, self.rows)
-
-    def put(self, full: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x if self.rows is None else _put_rows(full, self.rows, x)
-
-    def narrow(self, keep: torch.Tensor, carried: tuple[torch.Tensor, ...], reads: tuple[torch.Tensor, ...]
-               ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None:
-        """The `carried` and `reads` values of the programs in `keep` (over the current set),
-        or None when too few are done to be worth the indexing. `carried` are remembered
-        for `restore`; `reads` (values the loop only reads) are not."""
-        G = self.programs.G
-        done = G - int(keep.count_nonzero())
-        if done * 4 < G or done < self.MIN_IDLE:
-            return None
-        rows = keep.nonzero().squeeze(1)
-        self._levels.append((rows, carried))
-        self.programs = self.programs.subset(rows)
-        return (tuple(x.index_select(0, rows) for x in carried), tuple(x.index_select(0, rows) for x in reads))
-
-    def restore(self, carried: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """`carried` over the programs the tail started with, undoing every `narrow`."""
-        for rows, before in reversed(self._levels):
-            carried = tuple(_put_rows(full, rows, x) for full, x in zip(before, carried))
-        self._levels.clear()
-        return carried
-
-
-def _put_rows(full: torch.Tensor, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A copy of `full` (in `x`'s dtype) with `x` written at `rows`."""
-    out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
-    out[rows] = x
-    return out
-
-
 _scratch = threading.local()
 
 

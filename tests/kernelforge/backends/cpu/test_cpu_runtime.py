@@ -30,24 +30,6 @@ def test_keep_where_leaves_an_all_true_tensor_untouched_and_fills_the_rest():
                                torch.tensor([[0.0, 1.0, 2.0], [float("-inf")] * 3]))
 
 
-@pytest.mark.parametrize(("running", "compacts"), [(40, True), (48, True), (56, False), (64, False)])
-def test_compaction_needs_an_eighth_and_min_idle_programs_done(running, compacts):
-    P = rt.Programs((64, 1, 1))
-    keep = torch.zeros(64, dtype=torch.bool)
-    keep[torch.randperm(64)[:running]] = True
-    tail = rt.Compaction(P, keep)
-    assert (tail.rows is not None) == compacts
-    x = torch.arange(64.0)
-    narrowed = tail.take(x)
-    assert narrowed.shape[0] == (running if compacts else 64)
-    torch.testing.assert_close(tail.put(x, narrowed * 0 - 1), torch.where(keep, -1.0, x) if compacts else -torch.ones(64))
-
-
-def test_compaction_skips_few_idle_programs_of_a_small_grid():
-    keep = torch.tensor([True, False, False, False])
-    assert rt.Compaction(rt.Programs((4, 1, 1)), keep).rows is None
-
-
 @kf.jit
 def ragged_sum_kernel(x_ptr, lens_ptr, out_ptr, BLOCK: kl.constexpr):
     pid = kl.program_id(0)
@@ -80,36 +62,6 @@ def test_trip_counts_with_a_constant_step_match_range(step):
     assert rt.trip_counts(starts, stops, step).tolist() == want
     assert rt.trip_counts(starts, stops, torch.tensor(step)).tolist() == want
     assert rt.trip_counts(5, stops, step).tolist() == [len(range(5, b, step)) for b in stops.tolist()]
-
-
-@pytest.mark.parametrize(("running", "narrows"), [(47, True), (48, True), (49, False), (64, False)])
-def test_narrow_needs_a_quarter_and_min_idle_of_the_current_set_done(running, narrows):
-    tail = rt.Compaction(rt.Programs((64, 1, 1)), torch.ones(64, dtype=torch.bool))
-    keep = torch.zeros(64, dtype=torch.bool)
-    keep[torch.randperm(64)[:running]] = True
-    x, r = torch.arange(64.0), torch.arange(64) * 10
-    narrowed = tail.narrow(keep, (x,), (r,))
-    assert (narrowed is not None) == narrows
-    assert tail.programs.G == (running if narrows else 64)
-    if narrows:
-        (nx,), (nr,) = narrowed
-        torch.testing.assert_close(nr, r[keep])
-        assert tail.restore((nx * 0 - 1,))[0].tolist() == torch.where(keep, -1.0, x).tolist()
-
-
-def test_restore_undoes_nested_narrowings_in_order():
-    """Programs dropped at each narrowing keep the values they had then."""
-    tail = rt.Compaction(rt.Programs((96, 1, 1)), torch.ones(96, dtype=torch.bool))
-    x = torch.arange(96.0).view(96, 1).expand(96, 3)  # a broadcast view, as loops carry them
-    first = torch.arange(96) < 64
-    (x1,), _ = tail.narrow(first, (x,), ())
-    second = torch.arange(64) < 32
-    (x2,), _ = tail.narrow(second, (x1 + 100,), ())
-    assert tail.programs.idx.tolist() == list(range(32))
-    (out,) = tail.restore((x2 + 1000,))
-    want = torch.cat([torch.arange(32.0) + 1100, torch.arange(32.0, 64.0) + 100, torch.arange(64.0, 96.0)])
-    torch.testing.assert_close(out, want[:, None].expand(96, 3))
-    assert tail.restore((out,))[0] is out  # nothing left to undo
 
 
 @pytest.mark.parametrize("offset", [-1, 16])
