@@ -165,8 +165,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.depth += 1
     outer_P = gen.fresh("P_all")
     gen.emit(f"{outer_P} = P")
-    gen.emit("from kernelforge.backends.cpu.tails import Tail")
-    gen.emit(f"{cp} = Tail(P, {trips} > {lo})")
+    gen.emit(f"{cp} = tails.Tail(P, {trips} > {lo})")
     gen.emit(f"P = {cp}.programs")
     full: dict[str, str] = {}
     for v in sorted(reads) + carried + [trips]:
