@@ -4,6 +4,7 @@
     python -m benchmarks.kernels              # the LLM kernels vs their torch references
     python -m benchmarks.attention_bandwidth  # decode attention's bandwidth vs the device's
     python -m benchmarks.throughput           # offline LLM vs transformers static batching
+    python -m benchmarks.projection           # the model's weight layout: [out, in] vs [in, out] matmuls
     python -m benchmarks.autotune             # default vs tuned kernel configs
     python -m benchmarks.serve                # the serving runtime under load
     python -m benchmarks.load                 # model load time

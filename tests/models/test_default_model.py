@@ -59,10 +59,10 @@ def test_weights_equal_transformers(default_model, reference_model):
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
         qkv = torch.cat([state[f"{prefix}self_attn.{p}_proj.weight"] for p in "qkv"])
-        assert torch.equal(layer.self_attn.qkv_weight, qkv)
-        assert torch.equal(layer.self_attn.o_weight, state[f"{prefix}self_attn.o_proj.weight"])
+        assert torch.equal(layer.self_attn.qkv.weight, qkv)
+        assert torch.equal(layer.self_attn.o_proj.weight, state[f"{prefix}self_attn.o_proj.weight"])
         gate_up = torch.cat([state[f"{prefix}mlp.gate_proj.weight"], state[f"{prefix}mlp.up_proj.weight"]])
-        assert torch.equal(layer.mlp.gate_up_weight, gate_up)
+        assert torch.equal(layer.mlp.gate_up.weight, gate_up)
         assert torch.equal(layer.input_norm, state[f"{prefix}input_layernorm.weight"])
 
 
