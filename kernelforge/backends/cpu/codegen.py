@@ -84,7 +84,9 @@ class CodeGen:
         # reads through access forms count: an in-place op must not reuse a buffer one still reads
         self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs)
         owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
-        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned, self.deferred)
+        stores = {id(st): st for st in ir.walk(kernel.body) if isinstance(st, ir.Store)}
+        fused_stores = {id(d): stores[i] for i, d in self.fused.items()}
+        self.trimmed = trim.find_trimmed(kernel, self.facts, self.accesses, owned, fused_stores)
         # a scratch buffer has the block's full shape; a trimmed op's result has the box's
         self.scratch = fusion.find_scratch(kernel, self.facts, self.inplace, self.total_refs) - self.trimmed.stmts
         self.free_broadcasts = (fusion.find_free_broadcasts(kernel, self.facts, self.total_refs) - self.scratch

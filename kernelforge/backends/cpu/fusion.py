@@ -63,15 +63,33 @@ def find_pairs(kernel: ir.Kernel, facts: Facts, accesses: dict) -> dict[int, ir.
     for block in nested_blocks(kernel.body):
         for pos, st in enumerate(block.stmts):
             if isinstance(st, ir.Store) and id(st) in accesses and isinstance(st.value, ir.Var):
-                d = _definition(block.stmts[:pos], st.value, refs, facts)
+                d = _definition(block.stmts[:pos], st.value, refs, facts, _later_reads(block.stmts[pos + 1:], st))
                 if d is not None and accesses[id(st)].ptr.gridded:
                     pairs[id(st)] = d
     return pairs
 
 
-def _definition(before: list[ir.Stmt], value: ir.Var, refs, facts: Facts) -> ir.Assign | None:
-    # single use (the store) and single assignment: references == 2
-    if refs[value.name] != 2 or value.name not in facts.varying:
+def _later_reads(after: list[ir.Stmt], store: ir.Store) -> int:
+    """How often the stored value is read after the store before anything but tensor math
+    runs: computed into the store's view, it is then read back from memory unchanged.
+    Only when the view holds the value exactly (same dtype); else 0."""
+    value = store.value
+    if store.ptr.type.dtype != value.type.dtype:
+        return 0
+    reads = 0
+    for st in after:
+        if not isinstance(st, ir.Assign) or st.op in ("load", "atomic_add"):
+            break
+        reads += operand_names(st).count(value.name)
+        if st.dst.name == value.name:
+            break
+    return reads
+
+
+def _definition(before: list[ir.Stmt], value: ir.Var, refs, facts: Facts, later_reads: int = 0
+                ) -> ir.Assign | None:
+    # single assignment, read by the store and, after it, by `later_reads` reads of tensor math
+    if refs[value.name] not in (2, 2 + later_reads) or value.name not in facts.varying:
         return None
     touched: set[str] = set()
     for st in reversed(before):

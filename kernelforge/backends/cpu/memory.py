@@ -183,7 +183,10 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
     gen.emit(f"{target} = views.store_target({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
              f"{_mask_args(gen, mask, acc.mask)}{_trim_arg(gen, s)})")
     gen.emit(f"if {target} is not None:  # every lane is written: compute in place")
-    gen.emit(f"    {fusion.out_call(gen, definition, target, shared=True)}")
+    compute = fusion.out_call(gen, definition, target, shared=True)
+    if gen.total_refs[definition.dst.name] > 2:  # read after the store: the view holds it
+        compute = f"{gen.name(definition.dst)} = {compute}"
+    gen.emit(f"    {compute}")
     gen.emit("else:")
     gen.depth += 1
     gen.emit_assign(definition, now=True)

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from kernelforge import ir
 from kernelforge.backends.cpu.affine import Access, Form
@@ -247,10 +249,20 @@ def _writes_root(stmt: ir.Stmt, root: str) -> bool:
     return False
 
 
-def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: set[int]) -> set[int]:
+def _same_access(load: ir.Assign, store: ir.Store, accesses: dict[int, Access]) -> bool:
+    """Whether `store` writes exactly the lanes `load` reads (so an op that reads the load's
+    view while writing the store's reads each lane before writing it)."""
+    a, b = accesses.get(id(load)), accesses.get(id(store))
+    return (a is not None and b is not None and load.args[0].root == store.ptr.root
+            and a.ptr == b.ptr and a.mask == b.mask and a.rows is None and b.rows is None)
+
+
+def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: Mapping[int, ir.Store],
+              accesses: dict[int, Access]) -> set[int]:
     """Trimmed loads whose view may be read as it is although its tensor is written: no
     write to that tensor comes before their (and their same-dtype casts') last read, and
-    no read is deferred into a fused store (it would run at the store)."""
+    no read is deferred into a fused store (it would run at the store) unless that store
+    writes exactly the lanes the load reads."""
     position = {id(st): i for i, st in enumerate(block.stmts)}
     out: set[int] = set()
     for name, found in candidates.items():
@@ -259,7 +271,9 @@ def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: set[
         aliases, last, deferred_read = {name}, position[id(found.stmt)], False
         for i, st in enumerate(block.stmts[last + 1:], last + 1):
             if set(operand_names(st)) & aliases:
-                last, deferred_read = i, deferred_read or id(st) in deferred
+                last = i
+                deferred_read = deferred_read or (id(st) in deferred
+                                                  and not _same_access(found.stmt, deferred[id(st)], accesses))
                 if (isinstance(st, ir.Assign) and st.op == "cast"
                         and st.dst.type.dtype == st.args[0].type.dtype):
                     aliases.add(st.dst.name)
@@ -271,10 +285,10 @@ def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: set[
 
 
 def find_trimmed(kernel: ir.Kernel, facts: Facts, accesses: dict[int, Access], excluded: set[int],
-                 deferred: set[int] = frozenset()) -> Trimmed:
+                 deferred: Mapping[int, ir.Store] = MappingProxyType({})) -> Trimmed:
     """The loads, ops, stores and broadcasts that run on valid lanes only (see the module
-    docstring); `excluded` are `id()`s of statements another rewrite owns, `deferred` of
-    assignments a fused store computes (see `uncopied`)."""
+    docstring); `excluded` are `id()`s of statements another rewrite owns, `deferred` maps
+    the `id()` of an assignment a fused store computes to that store (see `uncopied`)."""
     refs = references(kernel.body)
     out = Trimmed()
     for block in nested_blocks(kernel.body):
@@ -293,5 +307,5 @@ def find_trimmed(kernel: ir.Kernel, facts: Facts, accesses: dict[int, Access], e
         for st in block.stmts:
             if isinstance(st, ir.Store) and isinstance(st.value, ir.Var) and st.value.name in trimmed_names:
                 out.accesses.add(id(st))
-        out.uncopied |= _uncopied(block, candidates, deferred)
+        out.uncopied |= _uncopied(block, candidates, deferred, accesses)
     return out

@@ -280,8 +280,9 @@ def _load_trimmed(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...]
 def _write_view(grid: Grid, aff: Aff, box: Sequence[int], n: int, per_program: bool) -> tuple | None:
     """(sizes, strides, base) of a view, `[g2, g1, g0, *box]` without size-1 grid axes,
     whose elements are distinct and in bounds; None when a scatter is needed. A grid of
-    one program keeps its axis: the value then lines up with the view as it is (no
-    reshape to drop the program axis)."""
+    one program keeps its axis, with stride 0 as a load's view of it has: the value then
+    lines up with the view as it is (no reshape), and an op reading that load's view
+    while writing this one sees the same geometry (torch rejects a mere overlap)."""
     base, pid, blk = aff
     if any(c < 0 for c in pid) or any(c < 0 for c in blk):
         return None
@@ -292,7 +293,7 @@ def _write_view(grid: Grid, aff: Aff, box: Sequence[int], n: int, per_program: b
         return None
     axes = ([a for a in (2, 1, 0) if grid[a] > 1] or [0]) if any(pid) else []
     sizes = tuple(grid[a] for a in axes) + tuple(box)
-    strides = tuple(pid[a] for a in axes) + tuple(blk)
+    strides = tuple(pid[a] if grid[a] > 1 else 0 for a in axes) + tuple(blk)
     if not _no_overlap(sizes, strides):
         return None
     return sizes, strides, base
@@ -370,7 +371,7 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
         if plan[0] != "view":
             return None
         view = _write_target(t, plan[1])
-        return view if view.dim() > len(shape) else view.unsqueeze(0)
+        return view if view.dim() > len(shape) else view.expand(1, *view.shape)
     key = (aff, shape, conds, P.grid, n, True)
     plan = _store_plans.get(key)
     if plan is None:
@@ -378,7 +379,7 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     if plan[0] != "view" or plan[3] or (plan[2] is not None and plan[2] != shape):
         return None
     view = _write_target(t, plan[1])
-    return view if view.dim() > len(shape) else view.unsqueeze(0)
+    return view if view.dim() > len(shape) else view.expand(1, *view.shape)
 
 
 def _write_target(t: torch.Tensor, view_plan: tuple) -> torch.Tensor:
