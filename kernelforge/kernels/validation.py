@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,15 +52,19 @@ def check_tensor(
 
 def check_same(op: str, names: tuple[str, str], a: Tensor, b: Tensor, what: str = "shape") -> None:
     """Two tensors must agree in shape (what="shape") or dtype (what="dtype")."""
-    va, vb = (tuple(a.shape), tuple(b.shape)) if what == "shape" else (a.dtype, b.dtype)
+    va, vb = (a.shape, b.shape) if what == "shape" else (a.dtype, b.dtype)
     if va != vb:
-        _fail(op, f"{names[0]} and {names[1]} must have the same {what}, got {va} and {vb}",
+        shown = (tuple(va), tuple(vb)) if what == "shape" else (va, vb)
+        _fail(op, f"{names[0]} and {names[1]} must have the same {what}, got {shown[0]} and {shown[1]}",
               ValueError if what == "shape" else TypeError)
 
 
 def reads_contents(*tensors: Tensor) -> bool:
-    """Whether content checks are cheap (CPU) or explicitly asked for (KF_SANITIZE=1)."""
-    return os.environ.get("KF_SANITIZE") == "1" or all(t.device.type == "cpu" for t in tensors)
+    """Whether content checks are cheap (CPU) or explicitly asked for (KF_SANITIZE=1).
+
+    The device test comes first: it is the cheaper one, and it decides every CPU call.
+    """
+    return all(t.is_cpu for t in tensors) or os.environ.get("KF_SANITIZE") == "1"
 
 
 def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float, out_name: str = "out") -> None:
@@ -206,23 +211,25 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
                           cu_seqlens_q: Tensor, seqused_k: Tensor, max_seqlen_q: int, max_seqlen_k: int) -> None:
     """The sequence lengths and the block-table entries a batch's contexts use.
 
-    This runs on every call of a decode step, so it reads each tensor in as few passes as
-    it can: the block table's used entries are bounded with one `aminmax` over the table,
-    unused entries counted as block 0 (always valid); the exact range is only worked out
-    for the error message.
+    This runs on every call of a decode step, so it reads the tensors as numpy arrays (a
+    CPU tensor's numpy view costs no copy; numpy's small-array ops cost a fraction of
+    torch's dispatch) and bounds the block table's used entries with one `max` over them
+    read as unsigned (a negative entry reads as >= 2**31, past any int32 block number).
     """
     num_seqs = seqused_k.shape[0]
-    first, last = int(cu_seqlens_q[0]), int(cu_seqlens_q[-1])
-    q_lens = cu_seqlens_q.long().diff()  # int64: differences of int32 entries can wrap
-    if first != 0 or last > num_tokens or (num_seqs and int(q_lens.min()) < 0):
+    starts = _host(cu_seqlens_q).astype(np.int64)  # int64: differences of int32 entries can wrap
+    q_lens = starts[1:] - starts[:-1]
+    if starts[0] != 0 or starts[-1] > num_tokens or (num_seqs and q_lens.min() < 0):
         _fail(op, f"cu_seqlens_q must start at 0, never decrease and end at <= {num_tokens} (query tokens)")
     if num_seqs == 0:
         return
-    if bool((seqused_k < q_lens).any()):
+    context_lens = _host(seqused_k)
+    if (context_lens < q_lens).any():
         _fail(op, "seqused_k[s] (cached + new tokens) must be >= the query length of sequence s")
-    if int(q_lens.max()) > max_seqlen_q:
-        _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({int(q_lens.max())})")
-    longest = int(seqused_k.max())
+    longest_query = int(q_lens.max())
+    if longest_query > max_seqlen_q:
+        _fail(op, f"max_seqlen_q={max_seqlen_q} is smaller than the longest query ({longest_query})")
+    longest = int(context_lens.max())
     if longest > max_seqlen_k:
         _fail(op, f"max_seqlen_k={max_seqlen_k} is smaller than the longest context ({longest})")
     if longest > block_table.shape[1] * block_size:
@@ -231,11 +238,13 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
     columns = -(-longest // block_size)  # blocks of the longest context: no later column is used
     if not columns:
         return
-    table = block_table[:, :columns]
-    starts = torch.arange(0, columns * block_size, block_size, dtype=torch.int32, device=table.device)
-    used = starts[None, :] < seqused_k[:, None]
-    lo, hi = (int(v) for v in torch.aminmax(table.where(used, 0)))
-    if lo < 0 or hi >= num_blocks:
-        entries = table[used]
+    used = np.arange(0, columns * block_size, block_size) < context_lens[:, None]
+    entries = _host(block_table)[:, :columns][used]
+    if int(entries.view(np.uint32).max()) >= min(num_blocks, 2**31):
         _fail(op, f"block_table holds block {int(entries.min())}..{int(entries.max())} "
                   f"but the cache has blocks 0..{num_blocks - 1}")
+
+
+def _host(t: Tensor) -> np.ndarray:
+    """A CPU tensor's numpy view; an accelerator's tensor is copied to the host (KF_SANITIZE=1)."""
+    return t.cpu().numpy()
