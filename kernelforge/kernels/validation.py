@@ -153,8 +153,10 @@ def check_reshape_and_cache(
     if slot_mapping.shape[0] != key.shape[0]:
         _fail(op, f"slot_mapping has {slot_mapping.shape[0]} entries but key has {key.shape[0]} tokens")
     num_slots = key_cache.shape[0] * key_cache.shape[1]
-    if reads_contents(slot_mapping) and slot_mapping.numel() and int(slot_mapping.max()) >= num_slots:
-        _fail(op, f"slot_mapping holds slot {int(slot_mapping.max())} but the cache has {num_slots} slots")
+    if reads_contents(slot_mapping) and slot_mapping.numel():
+        last_slot = int(slot_mapping.max())  # negative slots mark padding tokens: skipped
+        if last_slot >= num_slots:
+            _fail(op, f"slot_mapping holds slot {last_slot} but the cache has {num_slots} slots")
 
 
 def check_paged_attention(
@@ -240,7 +242,7 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
         return
     used = np.arange(0, columns * block_size, block_size) < context_lens[:, None]
     entries = _host(block_table)[:, :columns][used]
-    if int(entries.view(np.uint32).max()) >= min(num_blocks, 2**31):
+    if _unsigned_max(entries) >= min(num_blocks, 2**31):
         _fail(op, f"block_table holds block {int(entries.min())}..{int(entries.max())} "
                   f"but the cache has blocks 0..{num_blocks - 1}")
 
@@ -248,3 +250,9 @@ def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks:
 def _host(t: Tensor) -> np.ndarray:
     """A CPU tensor's numpy view; an accelerator's tensor is copied to the host (KF_SANITIZE=1)."""
     return t.cpu().numpy()
+
+
+def _unsigned_max(a: np.ndarray) -> int:
+    """The largest entry of an integer array read as unsigned: a negative entry counts as
+    at least 2**(bits - 1), past any valid index, so one pass bounds both ends."""
+    return int(a.view(np.dtype(f"u{a.itemsize}")).max())
