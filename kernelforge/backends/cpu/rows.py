@@ -95,6 +95,9 @@ class _Plan:
     run_blk: tuple[int, ...]  # element strides along the run axes
     window: tuple | None  # (sizes, strides, base): row i at base + coef * i; None: compute starts
     writable: bool  # the window's rows are distinct, so `index_copy_` may write them
+    empty: bool  # the run conditions leave no lane on
+    index_shape: tuple[int, ...]  # (lead, *outer): a row tensor already laid out one entry per row
+    index_dims: tuple[int, ...]  # the dyn dims of such a row tensor
 
 
 def _static(dyn: Sequence[Dyn]) -> tuple:
@@ -131,8 +134,9 @@ def _make_plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_pr
     window = _window(aff, inner, dyn, box, run_blk, n)
     writable = window is not None and _no_overlap(*window[:2])
     rows_shape = tuple(shape[:inner]) + (1,) * (len(shape) - inner)
-    return _Plan(P.G if per_program else 1, tuple(shape[:inner]), rows_shape, tuple(run_conds), tuple(row_conds),
-                 tuple(mixed), box, run_blk, window, writable)
+    lead, outer = P.G if per_program else 1, tuple(shape[:inner])
+    return _Plan(lead, outer, rows_shape, tuple(run_conds), tuple(row_conds), tuple(mixed), box, run_blk, window,
+                 writable, box is not None and not all(box), (lead, *outer), tuple(range(inner)))
 
 
 def _window(aff: Aff, inner: int, dyn: Sequence[Dyn], box: tuple[int, ...] | None,
@@ -202,9 +206,10 @@ def _split(P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: in
 def _row_index(plan: _Plan, dyn: Sequence[Dyn]) -> torch.Tensor:
     """The lone row tensor of a windowed access as a flat int64 index, one entry per row."""
     v, _, dims, varies = dyn[0]
-    if not (varies and v.shape == (plan.lead, *plan.outer) and dims == tuple(range(len(plan.outer)))):
+    if not (varies and v.shape == plan.index_shape and dims == plan.index_dims):
         v = _place(v, dims, len(plan.rows_shape), varies).expand(plan.lead, *plan.rows_shape)
-    v = v.reshape(-1)
+    if v.dim() != 1:
+        v = v.reshape(-1)
     return v if v.dtype == torch.int64 else v.long()
 
 
@@ -361,7 +366,7 @@ def store_rows(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], i
     plan = _plan(P, aff, shape, inner, per_program, dyn, conds, extent(t))
     if not isinstance(value, torch.Tensor) or value.dtype != t.dtype:
         value = torch.as_tensor(value, dtype=t.dtype)
-    if plan.box is not None and not all(plan.box):
+    if plan.empty:
         return
     if trim and (plan.box is None or plan.row_conds or plan.mixed or masks):
         raise ValueError("a trimmed row store needs conditions that bound run axes only")
@@ -392,14 +397,15 @@ def _rows_on(plan: _Plan, shape: tuple[int, ...], inner: int, value: torch.Tenso
              keep: torch.Tensor | None, trim: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """`(values [rows, *run box], starts [rows])` of the rows that are on (a `trim` value
     holds the box's lanes already)."""
-    box_run = tuple(plan.box[inner:])
+    box_run = plan.box[inner:]
     full = (plan.lead, *shape[:inner], *box_run) if trim else (plan.lead, *shape)
     if value.shape != full:
         value = torch.broadcast_to(value, full)
     vals = value
     if box_run != shape[inner:] and not trim:
         vals = vals[(slice(None),) * (1 + inner) + tuple(slice(0, k) for k in box_run)]
-    vals = vals.reshape(-1, *box_run)
+    if inner:  # [lead, *outer, *run box]: one row per (program, outer index)
+        vals = vals.reshape(-1, *box_run)
     if keep is not None:
         on = keep.reshape(-1)
         if not all_true(on):

@@ -189,6 +189,22 @@ def test_a_windowed_store_takes_int32_slots_and_a_scalar_value():
     torch.testing.assert_close(t, want)
 
 
+@pytest.mark.parametrize("G", [1, 3])
+def test_a_windowed_store_of_several_rows_per_program_writes_each_at_its_slot(G):
+    """A [2, 6] block per program, row r of program g at 10 * slots[g, r], its first 4 lanes
+    on: the rows are the (program, outer index) pairs, the values cut to the run box."""
+    t = torch.zeros(10 * 2 * G + 10)
+    slots = torch.randperm(2 * G).view(G, 2)
+    value = torch.randn(G, 2, 6)
+    rows.store_rows(t, Programs((G, 1, 1)), ROW, (2, 6), 1, True, value, dyn=((slots, 10, (0,), True),),
+                    conds=((-4, (0, 0, 0), (0, 1), ()),))
+    want = torch.zeros_like(t)
+    for g in range(G):
+        for r in range(2):
+            want[10 * int(slots[g, r]):][:4] = value[g, r, :4]
+    torch.testing.assert_close(t, want)
+
+
 def test_an_overlapping_window_is_not_written_through():
     """coef 2 < run 4: rows overlap, so the store falls back to computed starts (one wins)."""
     t = torch.zeros(20)
