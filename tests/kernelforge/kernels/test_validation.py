@@ -133,3 +133,17 @@ def test_paged_attention_checks_only_the_block_table_entries_a_context_uses():
     for bad, used_range in ((-3, r"-3\.\.4"), (500, r"0\.\.500")):
         with pytest.raises(ValueError, match=rf"block_table holds block {used_range} "):
             attention_call(block_table=lambda a: table(a, bad))()
+
+
+def test_a_block_table_viewed_out_of_a_wider_one_is_read_through_its_strides():
+    """The contents checks read the table's memory as it is laid out (numpy views of a
+    column slice): an entry in the used columns is found, padding past them is not read."""
+    def sliced(a, bad):
+        wide = torch.full((a["block_table"].shape[0], a["block_table"].shape[1] + 3), 1 << 20, dtype=torch.int32)
+        wide[:, :a["block_table"].shape[1]] = a["block_table"]
+        if bad:
+            wide[1, 0] = -1
+        return wide[:, :a["block_table"].shape[1]]
+    attention_call(block_table=lambda a: sliced(a, False))()
+    with pytest.raises(ValueError, match=r"block_table holds block -1\.\."):
+        attention_call(block_table=lambda a: sliced(a, True))()
