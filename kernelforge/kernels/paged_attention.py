@@ -20,7 +20,8 @@ looked up in the block table, with an fp32 online softmax (running max m, runnin
 l, unnormalised accumulator) in base 2: the scale folds in log2(e) and exp2 replaces
 exp, which is several times faster on the CPU backend for the -inf of masked scores.
 Causal masking, the sliding window and the tile's tail are one `where` on the scores,
-from each row's first and last visible key; rows that have seen no visible key yet
+from each row's first and last visible key (with neither causality nor a window, from
+the segment's end alone, one mask per key); rows that have seen no visible key yet
 keep m = -inf and contribute nothing.
 
 Split-KV decode. A decode batch with few sequences gives too few work items to fill
@@ -227,11 +228,11 @@ def _attend(
     m_part_ptr, l_part_ptr, acc_part_ptr,
     scale, num_seqs, num_kv_heads, search_steps, window,
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
-    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
-    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
-    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, BLOCK_SHIFT: kl.constexpr,
+    GROUP: kl.constexpr, CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    ONE_TOKEN_SEQS: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
-    """One work item: (query block, KV head, KV segment)."""
+    """One work item: (query block, KV head, KV segment). BLOCK_SIZE == 1 << BLOCK_SHIFT."""
     BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
     offs_m = kl.arange(0, BLOCK_M)
     offs_d = kl.arange(0, HEAD_PAD)
@@ -284,13 +285,16 @@ def _attend(
     if not ONE_TOKEN_SEQS:
         seg_end = kl.where(has_rows, seg_end, seg_start)
 
-    # Each row sees the key positions first_key .. last_key: past its segment, past its own
-    # position when causal, and every key of a padding row (last_key -1) are hidden. One
-    # comparison per tile lane then masks the scores.
-    last_key = seg_end - 1
-    if CAUSAL:
-        last_key = kl.minimum(q_pos, last_key)
-    last_key = kl.where(row_valid, last_key, -1)
+    # Causal or windowed, each row sees the key positions first_key .. last_key: past its
+    # segment, past its own position when causal, and every key of a padding row (last_key
+    # -1) are hidden. One comparison per tile lane then masks the scores. Otherwise every row
+    # sees the segment's keys, and a comparison per key masks them (padding rows then see
+    # keys too, but are never stored).
+    if CAUSAL or USE_WINDOW:
+        last_key = seg_end - 1
+        if CAUSAL:
+            last_key = kl.minimum(q_pos, last_key)
+        last_key = kl.where(row_valid, last_key, -1)
     if USE_WINDOW:
         first_key = q_pos - window + 1
     qk_scale = scale * LOG2E  # scores in log2 units: exp2 is the cheaper exponential
@@ -305,8 +309,10 @@ def _attend(
         # 0 * NaN would leak into the accumulator), and their scores are masked below.
         # The loads then need no mask, which saves the CPU backend a pass over V.
         slot_pos = kl.minimum(k_pos, seg_end - 1)
-        block = kl.load(block_table_ptr + seq * block_table_stride + slot_pos // BLOCK_SIZE).to(kl.int64)
-        slot_off = (block * BLOCK_SIZE + slot_pos % BLOCK_SIZE) * kv_row + kv_head * HEAD_SIZE
+        # Block sizes are powers of two and slot_pos >= 0, so a shift and a mask split it into
+        # block and offset (integer division and remainder cost the CPU backend 8x as much).
+        block = kl.load(block_table_ptr + seq * block_table_stride + (slot_pos >> BLOCK_SHIFT)).to(kl.int64)
+        slot_off = (block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))) * kv_row + kv_head * HEAD_SIZE
         # K and V share one [TILE, HEAD_PAD] offset block.
         kv_offsets = slot_off[:, None] + offs_d[None, :]
         if HEAD_SIZE == HEAD_PAD:
@@ -317,9 +323,12 @@ def _attend(
             k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
         scores = kl.dot(q, kl.trans(k)) * qk_scale
-        visible = k_pos[None, :] <= last_key[:, None]
-        if USE_WINDOW:
-            visible = visible & (k_pos[None, :] >= first_key[:, None])
+        if CAUSAL or USE_WINDOW:
+            visible = k_pos[None, :] <= last_key[:, None]
+            if USE_WINDOW:
+                visible = visible & (k_pos[None, :] >= first_key[:, None])
+        else:
+            visible = (k_pos < seg_end)[None, :]
         scores = kl.where(visible, scores, float("-inf"))
         m_new = kl.maximum(m_i, kl.max(scores, axis=1))
         m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
@@ -350,9 +359,10 @@ def _paged_attention_kernel(
     m_part_ptr, l_part_ptr, acc_part_ptr, q_block_order_ptr,
     scale, num_tokens, num_seqs, num_kv_heads, search_steps, window, max_seqlen_q, max_seqlen_k,
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
-    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, GROUP: kl.constexpr,
-    CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
-    ORDERED: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, BLOCK_SHIFT: kl.constexpr,
+    GROUP: kl.constexpr, CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
+    ONE_TOKEN_SEQS: kl.constexpr, ORDERED: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr,
+    TILE: kl.constexpr,
 ):
     """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
     _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items: one program each, a grid of
@@ -370,7 +380,7 @@ def _paged_attention_kernel(
             _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
                     cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
                     num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
-                    block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
+                    block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT, GROUP, CAUSAL, USE_WINDOW,
                     NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
     else:
         if ONE_TOKEN_SEQS:
@@ -382,7 +392,7 @@ def _paged_attention_kernel(
         _attend(q_block, kv_head, segment, out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr,
                 cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
                 num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
-                block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, GROUP, CAUSAL, USE_WINDOW,
+                block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT, GROUP, CAUSAL, USE_WINDOW,
                 NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
 
 
@@ -607,7 +617,8 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
         softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
         sliding_window or 0, max_seqlen_q, max_seqlen_k,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
-        HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1], GROUP=group,
+        HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
+        BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
         CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
         ONE_TOKEN_SEQS=one_token_seqs, ORDERED=order is not None,
         PERSISTENT=persistent(query.device),

@@ -90,6 +90,33 @@ def test_non_causal_sees_the_whole_context(backend):
 
 
 @pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("segments", [None, 4])
+@pytest.mark.parametrize("q_lens", [[1, 1, 0, 1], [3, 1, 0, 6]])
+def test_non_causal_rows_share_one_key_mask(backend, segments, q_lens, monkeypatch):
+    """Without causality or a window every row sees its segment's keys (one mask per key):
+    padding rows of a GQA group (3 heads in 4 rows) and of a query block then see keys too
+    and must still write nothing, and the unwritten slots past each context stay hidden."""
+    if segments is not None:
+        monkeypatch.setattr(attention_module, "num_kv_segments", lambda *args: segments)
+    batch = poison_unwritten_slots(make_paged_batch(
+        q_lens=q_lens, ctx_lens=[37, 1, 5, 70], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+        dtype=torch.float32, seed=23, pad_tokens=2))
+    check(backend, batch, torch.float32, causal=False)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+@pytest.mark.parametrize("block_size", [1, 2, 8, 32])
+def test_block_sizes_split_slot_positions(backend, block_size):
+    """Slot positions split into block and offset by a shift and a mask (BLOCK_SHIFT) for
+    every power-of-two block size, the one-slot block included."""
+    batch = poison_unwritten_slots(make_paged_batch(
+        q_lens=[1, 4, 1], ctx_lens=[45, 9, 33], num_heads=4, num_kv_heads=2, head_size=64, block_size=block_size,
+        dtype=torch.float32, seed=24, pad_tokens=1))
+    check(backend, batch, torch.float32)
+    check(backend, batch, torch.float32, window=7)
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
 @pytest.mark.parametrize("segments", [2, 4])
 def test_split_kv_matches_reference(backend, segments, monkeypatch):
     """The split-KV path, forced on small shapes: contexts shorter than the segment count
