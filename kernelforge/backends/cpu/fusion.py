@@ -72,7 +72,8 @@ def find_pairs(kernel: ir.Kernel, facts: Facts, accesses: dict) -> dict[int, ir.
 def _later_reads(after: list[ir.Stmt], store: ir.Store) -> int:
     """How often the stored value is read after the store before anything but tensor math
     runs: computed into the store's view, it is then read back from memory unchanged.
-    Only when the view holds the value exactly (same dtype); else 0."""
+    Only when the view holds the value exactly (same dtype) and no read may alias it (a
+    view op's result would outlive the window and see a later store); else 0."""
     value = store.value
     if store.ptr.type.dtype != value.type.dtype:
         return 0
@@ -80,10 +81,21 @@ def _later_reads(after: list[ir.Stmt], store: ir.Store) -> int:
     for st in after:
         if not isinstance(st, ir.Assign) or st.op in ("load", "atomic_add"):
             break
-        reads += operand_names(st).count(value.name)
+        count = operand_names(st).count(value.name)
+        if count and _may_alias(st):
+            return 0
+        reads += count
         if st.dst.name == value.name:
             break
     return reads
+
+
+def _may_alias(s: ir.Assign) -> bool:
+    """Whether `s`'s result may share its operand's tensor (`_VIEWS`; a cast only when it
+    keeps the dtype)."""
+    if s.op == "cast":
+        return s.args[0].type.dtype == s.dst.type.dtype
+    return s.op in _VIEWS
 
 
 def _definition(before: list[ir.Stmt], value: ir.Var, refs, facts: Facts, later_reads: int = 0

@@ -49,3 +49,31 @@ def test_the_sum_is_computed_into_the_stored_view_and_its_operands_stay_views():
     assert "copy=True" not in src  # the accumulator's load is read at its own store: no copy
     assert "= torch.add(" not in _source(rewrite=True)  # a later write to the lanes: no read-back
     assert "= torch.add(" not in _source(rewrite=False, dtype="fp16")  # fp16 lanes would round the fp32 sum
+
+
+@kf.jit
+def keep_a_view_then_rewrite(x_ptr, y_ptr, out_ptr, red_ptr, VIEW: kl.constexpr, BLOCK: kl.constexpr):
+    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
+    s = kl.load(x_ptr + offs) + kl.load(y_ptr + offs)
+    kl.store(out_ptr + offs, s)
+    if VIEW == 0:
+        kept = s[None, :]
+    elif VIEW == 1:
+        kept = kl.reshape(s, (1, BLOCK))
+    elif VIEW == 2:
+        kept = kl.broadcast_to(s[None, :], (2, BLOCK))
+    else:
+        kept = s.to(kl.float32)[None, :]
+    kl.store(out_ptr + offs, kl.load(x_ptr + offs) * 0.0 - 1.0)  # rewrites the lanes `kept` may view
+    kl.store(red_ptr + kl.program_id(0), kl.sum(kl.sum(kept, axis=1), axis=0))
+
+
+@pytest.mark.parametrize("view", [0, 1, 2, 3])
+@pytest.mark.parametrize("programs", [1, 3])
+def test_a_view_of_a_stored_value_outlives_a_rewrite_of_its_lanes(view, programs):
+    x, y = torch.randn(programs, 8), torch.randn(programs, 8)
+    out, red = torch.zeros(programs, 8), torch.zeros(programs)
+    keep_a_view_then_rewrite[(programs,)](x, y, out, red, VIEW=view, BLOCK=8)
+    rows_kept = 2 if view == 2 else 1
+    torch.testing.assert_close(red, (x + y).sum(1) * rows_kept, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, torch.full_like(out, -1.0))
