@@ -278,10 +278,10 @@ def _attend(
         seg_start = kv_start
         seg_end = kv_end
     else:
-        num_tiles = (kv_end - kv_start + TILE - 1) // TILE
-        tiles_per_segment = (num_tiles + NUM_SEGMENTS - 1) // NUM_SEGMENTS
-        seg_start = kv_start + segment * tiles_per_segment * TILE
-        seg_end = kl.minimum(kv_end, seg_start + tiles_per_segment * TILE)
+        num_tiles = (kv_end - kv_start + (TILE - 1)) // TILE
+        segment_keys = (num_tiles + (NUM_SEGMENTS - 1)) // NUM_SEGMENTS * TILE  # whole tiles
+        seg_start = kv_start + segment * segment_keys
+        seg_end = kl.minimum(kv_end, seg_start + segment_keys)
     if not ONE_TOKEN_SEQS:
         seg_end = kl.where(has_rows, seg_end, seg_start)
 
@@ -311,8 +311,10 @@ def _attend(
         slot_pos = kl.minimum(k_pos, seg_end - 1)
         # Block sizes are powers of two and slot_pos >= 0, so a shift and a mask split it into
         # block and offset (integer division and remainder cost the CPU backend 8x as much).
-        block = kl.load(block_table_ptr + seq * block_table_stride + (slot_pos >> BLOCK_SHIFT)).to(kl.int64)
-        slot_off = (block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))) * kv_row + kv_head * HEAD_SIZE
+        # A slot number fits int32; its element offset may not.
+        block = kl.load(block_table_ptr + seq * block_table_stride + (slot_pos >> BLOCK_SHIFT))
+        slot = block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))
+        slot_off = slot.to(kl.int64) * kv_row + kv_head * HEAD_SIZE
         # K and V share one [TILE, HEAD_PAD] offset block.
         kv_offsets = slot_off[:, None] + offs_d[None, :]
         if HEAD_SIZE == HEAD_PAD:
