@@ -228,7 +228,9 @@ def _kept_programs_steps(gen: "CodeGen", s: ir.For, t: str, trips: str, lo: str)
 
 def _narrow(gen: "CodeGen", cp: str, act: str, running: str, carried: list[str], reads: list[str]) -> None:
     """Drops the programs that finished since the last narrowing from the tail's set (when
-    enough did): the carried and read values shrink with it, and so does the mask."""
+    enough did): the carried and read values shrink with it, and so does the mask. The
+    tail stops when no program is left: the longest one may have returned early, and a
+    nested divergent loop cannot bound its trips over no programs."""
     narrowed = gen.fresh("narrowed")
     gen.emit(f"{narrowed} = {cp}.narrow({act}, ({''.join(v + ', ' for v in carried)}), "
              f"({''.join(v + ', ' for v in reads)}))")
@@ -237,6 +239,8 @@ def _narrow(gen: "CodeGen", cp: str, act: str, running: str, carried: list[str],
     targets = [f"({''.join(v + ', ' for v in group)})" for group in (carried, reads)]
     gen.emit(f"{', '.join(targets)} = {narrowed}")
     gen.emit(f"P = {cp}.programs")
+    gen.emit("if P.G == 0:")
+    gen.emit("    break")
     gen.emit(f"{act} = {running}")
     gen.depth -= 1
 

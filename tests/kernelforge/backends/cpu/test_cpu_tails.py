@@ -122,3 +122,53 @@ def test_finish_undoes_indexed_levels_around_prefix_runs():
         index = index[keep]
     want[index] += 10000
     torch.testing.assert_close(out, want)
+
+
+@kf.jit
+def returning_nested_kernel(trips_ptr, stop_ptr, out_ptr):
+    """Program pid counts pid inner steps (a nested divergent loop) plus one per outer
+    step, and returns early (leaving out untouched) at outer step stop[pid]."""
+    pid = kl.program_id(0)
+    n = kl.load(trips_ptr + pid)
+    stop = kl.load(stop_ptr + pid)
+    acc = 0.0
+    for i in range(n):
+        for _ in range(pid):
+            acc += 1.0
+        if i == stop:
+            return
+        acc += 1.0
+    kl.store(out_ptr + pid, acc)
+
+
+def returning_nested_reference(trips: list[int], stops: list[int]) -> list[float]:
+    out = []
+    for pid, (n, stop) in enumerate(zip(trips, stops)):
+        returns = 0 <= stop < n
+        out.append(-1.0 if returns else float(n * (pid + 1)))
+    return out
+
+
+def run_returning_nested(trips: list[int], stops: list[int]) -> list[float]:
+    out = torch.full((len(trips),), -1.0)
+    with kf.backend("cpu"):
+        returning_nested_kernel[(len(trips),)](torch.tensor(trips, dtype=torch.int32),
+                                               torch.tensor(stops, dtype=torch.int32), out)
+    return out.tolist()
+
+
+@pytest.mark.parametrize(("trips", "stops"), [([5, 4, 1], [2, -1, -1]), ([8, 2, 2, 1], [1, 0, -1, -1])])
+def test_a_tail_stops_when_its_longest_programs_return_early(trips, stops):
+    """Every program left in the tail returns before the longest trip count: the tail
+    narrows to no programs and must not step on (the nested loop's bound of nothing)."""
+    assert run_returning_nested(trips, stops) == returning_nested_reference(trips, stops)
+
+
+@settings(max_examples=30, deadline=None)
+@given(runs=st.lists(st.tuples(st.integers(0, 8), st.integers(-1, 8)), min_size=1, max_size=24),
+       longest_first=st.booleans())
+def test_divergent_loops_with_early_returns_and_nested_loops_match_python(runs, longest_first):
+    if longest_first:
+        runs = sorted(runs, reverse=True)
+    trips, stops = [n for n, _ in runs], [s for _, s in runs]
+    assert run_returning_nested(trips, stops) == returning_nested_reference(trips, stops)
