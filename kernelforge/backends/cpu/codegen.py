@@ -19,7 +19,7 @@ import keyword
 import math
 
 from kernelforge import ir
-from kernelforge.backends.cpu import affine, fusion, memory, predication, regions, trim
+from kernelforge.backends.cpu import affine, aliasing, fusion, memory, predication, regions, trim
 from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return, references
 from kernelforge.ir import DType
 
@@ -98,6 +98,8 @@ class CodeGen:
         self.functions: list[str] = []  # module-level compute regions
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}
+        self.exposed = aliasing.exposed_roots(kernel, fused_stores)
+        self.shared_flags: dict[tuple[str, frozenset[str]], str] = {}  # (root, others) -> launch-time flag
 
     # ------------------------------------------------------------------ naming / output
 
@@ -127,6 +129,23 @@ class CodeGen:
     def flat(self, root: str) -> str:
         self.roots.add(root)
         return f"{self.name(root)}_flat"
+
+    def emit_shared_flags(self) -> None:
+        """The launch's storage comparisons (`aliasing.py`): each argument's storage read once."""
+        roots = sorted({r for root, others in self.shared_flags for r in (root, *others)})
+        storage = {r: self.fresh(f"{r}_storage") for r in roots}
+        for r in roots:
+            self.emit(f"{storage[r]} = {self.name(r)}.untyped_storage().data_ptr()")
+        for (root, others), flag in self.shared_flags.items():
+            tests = " or ".join(f"{storage[root]} == {storage[o]}" for o in sorted(others))
+            self.emit(f"{flag} = {tests}")
+
+    def shared_flag(self, root: str, others: frozenset[str]) -> str:
+        """The name of a flag the launch sets once: whether `root` shares memory with one of `others`."""
+        key = (root, others)
+        if key not in self.shared_flags:
+            self.shared_flags[key] = self.fresh(f"{root}_shared")
+        return self.shared_flags[key]
 
     # ------------------------------------------------------------------ operands
 
@@ -180,6 +199,7 @@ class CodeGen:
         for p in k.params:
             if p.name in self.roots:
                 self.emit(f"{self.flat(p.name)} = rt.flat({self.name(p.name)})")
+        self.emit_shared_flags()
         self.emit("P = rt.Programs(grid)")
         self.emit("if P.G == 0:")
         self.emit("    return")

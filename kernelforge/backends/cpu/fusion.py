@@ -82,7 +82,7 @@ def _later_reads(after: list[ir.Stmt], store: ir.Store) -> int:
         if not isinstance(st, ir.Assign) or st.op in ("load", "atomic_add"):
             break
         count = operand_names(st).count(value.name)
-        if count and _may_alias(st):
+        if count and may_alias(st):
             return 0
         reads += count
         if st.dst.name == value.name:
@@ -90,7 +90,7 @@ def _later_reads(after: list[ir.Stmt], store: ir.Store) -> int:
     return reads
 
 
-def _may_alias(s: ir.Assign) -> bool:
+def may_alias(s: ir.Assign) -> bool:
     """Whether `s`'s result may share its operand's tensor (`_VIEWS`; a cast only when it
     keeps the dtype)."""
     if s.op == "cast":

@@ -103,6 +103,12 @@ def _mask_args(gen: "CodeGen", mask: ir.Operand | None, form: MaskForm | None) -
     return f", mask={gen.tensor_val(mask)}"
 
 
+def _offsets(gen: "CodeGen", ptr: ir.Operand) -> str:
+    """A pointer's element offsets from its root argument: a pointer value is its offsets,
+    except the argument itself (offset 0)."""
+    return "0" if isinstance(ptr, ir.Var) and ptr.name == ptr.root else gen.val(ptr)
+
+
 def _source(stmt: ir.Stmt) -> str:
     return repr(str(stmt.loc)) if stmt.loc is not None else "''"
 
@@ -110,7 +116,7 @@ def _source(stmt: ir.Stmt) -> str:
 def _sanitize(gen: "CodeGen", stmt: ir.Stmt, flat: str, ptr: ir.Operand, mask: ir.Operand | None,
               active: str | None) -> None:
     m = gen.val(mask) if mask is not None else "None"
-    gen.emit(f"sanitizer.check({flat}, {gen.val(ptr)}, {m}, {active}, "
+    gen.emit(f"sanitizer.check({flat}, {_offsets(gen, ptr)}, {m}, {active}, "
              f"{gen.kernel.name!r}, {_source(stmt)})")
 
 
@@ -131,19 +137,29 @@ def load(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
         _sanitize(gen, s, flat, ptr, mask, active)
     if acc is None:
         if mask is None and active is None:
-            clone = ".clone()" if gen.py(ptr) and ptr.root in gen.written_roots else ""
-            return f"rt.take({flat}, {gen.val(ptr)}){clone}", varying
+            copy = _copy_arg(gen, s, ptr.root in gen.written_roots) if gen.py(ptr) else ""
+            return f"rt.take({flat}, {_offsets(gen, ptr)}{copy})", varying
         extra = f", active={active}" if active else ""
-        return f"rt.gather({flat}, {gen.val(ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
+        return f"rt.gather({flat}, {_offsets(gen, ptr)}, {gen.val(mask) if mask is not None else 'None'}, " \
                f"{other_v}{extra})", varying
     if acc.rows is not None:
         return _rows_load(gen, s, acc, other)
-    copy = ", copy=True" if ptr.root in gen.written_roots and id(s) not in gen.trimmed.uncopied else ""
+    copy = _copy_arg(gen, s, ptr.root in gen.written_roots and id(s) not in gen.trimmed.uncopied)
     extra = f", active={active}" if active else ""
     other_arg = f", other={other_v}" if other is not None else ""
     gridded = ", gridded=True" if acc.ptr.gridded else ""
     return (f"views.load({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}"
             f"{_mask_args(gen, mask, acc.mask)}{other_arg}{extra}{copy}{_trim_arg(gen, s)}{gridded})"), varying
+
+
+def _copy_arg(gen: "CodeGen", s: ir.Assign, written: bool) -> str:
+    """`copy=True` for a view a write through its own argument could change, else
+    `copy=<flag>` when a write through another argument could, should the two share memory
+    (see `aliasing.py`)."""
+    if written:
+        return ", copy=True"
+    exposed = gen.exposed.get(id(s))
+    return f", copy={gen.shared_flag(s.args[0].root, exposed)}" if exposed else ""
 
 
 def _trim_arg(gen: "CodeGen", s: ir.Stmt) -> str:
@@ -168,7 +184,7 @@ def store(gen: "CodeGen", s: ir.Store) -> None:
         return
     if acc is None:
         m = gen.val(mask) if mask is not None else "None"
-        gen.emit(f"rt.scatter({flat}, {gen.val(ptr)}, {gen.val(value, rank)}, {m}{extra})")
+        gen.emit(f"rt.scatter({flat}, {_offsets(gen, ptr)}, {gen.val(value, rank)}, {m}{extra})")
         return
     call = (f"views.store({flat}, P, {aff_expr(gen, acc.ptr)}, {tuple(ptr.type.shape)!r}, "
             f"{gen.val(value, rank)}{_mask_args(gen, mask, acc.mask)}{extra}{_trim_arg(gen, s)})")
@@ -204,7 +220,7 @@ def atomic_add(gen: "CodeGen", s: ir.Assign) -> tuple[str, bool]:
         _sanitize(gen, s, flat, ptr, mask, active)
     m = gen.val(mask) if mask is not None else "None"
     extra = f", active={active}" if active else ""
-    offs = gen.val(ptr)
+    offs = _offsets(gen, ptr)
     if not any(gen.varying(a) for a in s.args):
         # every program performs the atomic, even at one shared address
         offs = f"rt.expand_grid({offs}, P.G, {tuple(ptr.type.shape)!r}, torch.int64)"

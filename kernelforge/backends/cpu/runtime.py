@@ -160,18 +160,18 @@ def _take(flat_t: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     return flat_t.index_select(0, offs.reshape(-1)).view(offs.shape)
 
 
-def take(flat_t: torch.Tensor, offs: Value) -> torch.Tensor:
+def take(flat_t: torch.Tensor, offs: Value, copy: bool = False) -> torch.Tensor:
     """Unmasked load `flat_t[offs]` that faults (IndexError) on any offset outside `flat_t`.
 
     Advanced indexing would wrap a negative offset around to the end, and it costs
     several times `index_select`, which checks both ends. A Python-int offset (uniform
-    across programs) gives a 0-d view.
+    across programs) gives a 0-d view (with `copy`, a private copy).
     """
     if isinstance(offs, torch.Tensor):
         return _take(flat_t, offs)
     if not 0 <= offs < flat_t.numel():
         raise IndexError(f"offset {offs} is outside a tensor of {flat_t.numel()} elements")
-    return flat_t[offs]
+    return flat_t[offs].clone() if copy else flat_t[offs]
 
 
 def unbroadcast(t: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """CPU backend stores whose address or mask the access analysis takes apart: the generated
 code must neither overwrite a value an address still reads nor lose a data-dependent mask."""
 
+import pytest
 import torch
 
 import kernelforge as kf
@@ -52,3 +53,16 @@ def test_a_computed_store_keeps_its_data_dependent_mask():
     with kf.backend("cpu"):
         _positive_part_kernel[(3, 2)](x, out, 8, G=4, D=8)
     torch.testing.assert_close(out, torch.where(x > 0, x * 2 + 1, 0.0))
+
+
+@kf.jit
+def through_bare_arguments(x_ptr, out_ptr):
+    kl.store(out_ptr, kl.load(x_ptr) + 1.0)
+
+
+@pytest.mark.parametrize("sanitize", ["0", "1"])
+def test_an_argument_used_as_a_pointer_addresses_its_first_element(sanitize, monkeypatch):
+    monkeypatch.setenv("KF_SANITIZE", sanitize)
+    x, out = torch.tensor([3.0, 9.0]), torch.zeros(2)
+    through_bare_arguments[(2,)](x, out)
+    torch.testing.assert_close(out, torch.tensor([4.0, 0.0]))
