@@ -76,8 +76,8 @@ def _geometry(args: dict, tile: int) -> kf.Config:
 
 def _block_m(group: int, max_seqlen_q: int, device: torch.device) -> int:
     """BLOCK_M of every config on `device` (see `_geometry`): tiles vary, rows do not, and
-    they follow max_seqlen_q's power-of-two bucket, as the autotuner's key does, so a tuned
-    config holds the rows an ORDERED launch listed its blocks for."""
+    they follow max_seqlen_q's power-of-two bucket, as the autotuner's key does, so a config
+    tuned for one length of a bucket suits them all."""
     if on_cpu_backend(device):
         return next_power_of_2(max(group, min(CPU_PREFILL_ROWS, group * next_power_of_2(max_seqlen_q))))
     return max(16, next_power_of_2(group))
@@ -574,6 +574,15 @@ def _cpu_block_order(cu_seqlens_q: Tensor, seqused_k: Tensor, block_q: int, caus
     return (first[seq] + index)[keys.argsort(descending=True, stable=True)].to(torch.int32)
 
 
+def _list_cpu_blocks(order: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor, block_q: int, causal: bool,
+                     sliding_window: int | None) -> int:
+    """Writes the `_cpu_block_order` of blocks of `block_q` tokens to the front of `order`
+    (room for one block per token) and returns how many there are."""
+    listed = _cpu_block_order(cu_seqlens_q, seqused_k, block_q, causal, sliding_window)
+    order[:listed.numel()] = listed
+    return listed.numel()
+
+
 def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
             max_seqlen_q: int, max_seqlen_k: int, key_cache: Tensor, value_cache: Tensor, softmax_scale: float,
             causal: bool, sliding_window: int | None) -> None:
@@ -597,20 +606,18 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
     # A lone query token sits at its context's last position, so causality hides nothing from
     # it: decode launches skip the causal clamps.
     causal = causal and max_seqlen_q > 1
-    order = None
-    if _orders_blocks(max_seqlen_q, query.device):
-        block_m = _block_m(group, max_seqlen_q, query.device)
-        order = _cpu_block_order(cu_seqlens_q, seqused_k, block_m // group, causal, sliding_window)
+    # Filled by the grid for the config's rows: a config tuned under an older rows rule
+    # (or forced) then still reads the blocks it launches.
+    order = torch.empty(num_tokens, dtype=torch.int32) if _orders_blocks(max_seqlen_q, query.device) else None
 
     def grid(meta: dict) -> tuple[int, ...]:
         if one_token_seqs and not persistent(query.device):
             return (segments, num_kv_heads, num_seqs)
+        block_q = meta["BLOCK_M"] // group
         if order is None:
-            blocks = num_q_blocks(num_tokens, num_seqs, meta["BLOCK_M"] // group)
-        elif meta["BLOCK_M"] == block_m:
-            blocks = order.numel()
+            blocks = num_q_blocks(num_tokens, num_seqs, block_q)
         else:
-            raise ValueError(f"a config with BLOCK_M={meta['BLOCK_M']} for blocks listed for {block_m} rows")
+            blocks = _list_cpu_blocks(order, cu_seqlens_q, seqused_k, block_q, causal, sliding_window)
         return (grid_size(blocks * num_kv_heads * segments, query.device),)
 
     _paged_attention_kernel[grid](
