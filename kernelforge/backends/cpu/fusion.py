@@ -189,6 +189,16 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
 _FRESH = set(_BINARY) | set(_UNARY) | {"where", "sum", "max", "min", "argmax", "dot"}
 
 
+def makes_fresh_tensor(d: ir.Assign, facts: Facts) -> bool:
+    """Whether `d`'s result is a new tensor nothing else holds: an op of `_FRESH`, or a
+    cast that changes a tensor's dtype (`.to` then copies; a same-dtype cast is the
+    operand itself)."""
+    if d.op == "cast":
+        return (not d.dst.type.is_pointer and d.args[0].type.dtype != d.dst.type.dtype
+                and not facts.is_py(d.args[0]))
+    return d.op in _FRESH
+
+
 def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
     """`id()`s of elementwise ops that may overwrite their first operand.
 
@@ -209,7 +219,7 @@ def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
                 d = defs.get(a.name) if isinstance(a, ir.Var) else None
                 if (d is not None and _has_out_form(st, facts) and st.op != "cast" and refs[a.name] == 2
                         and a.type == st.dst.type and facts.is_varying(a) == facts.is_varying(st.dst)
-                        and d.op in _FRESH and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args)
+                        and makes_fresh_tensor(d, facts) and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args)
                                                 or d.op == "dot")):
                     out.add(id(st))
                 defs[st.dst.name] = st
@@ -291,7 +301,7 @@ def find_fill_wheres(kernel: ir.Kernel, facts: Facts, refs: dict[str, int], priv
                     d = defs.get(x.name)
                     if (d is not None and not facts.is_py(c) and refs[x.name] == 2 and x.type == st.dst.type
                             and facts.is_varying(x) == facts.is_varying(st.dst)
-                            and (id(d) in private or d.op in _FRESH and d.op != "dot"
+                            and (id(d) in private or makes_fresh_tensor(d, facts) and d.op != "dot"
                                  and facts.is_varying(d.dst) == any(facts.is_varying(a) for a in d.args))):
                         out.add(id(st))
                 defs[st.dst.name] = st
