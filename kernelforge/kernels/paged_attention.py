@@ -19,6 +19,9 @@ The context is scanned in tiles of TILE key positions, each position's physical 
 looked up in the block table, with an fp32 online softmax (running max m, running sum
 l, unnormalised accumulator) in base 2: the scale folds in log2(e) and exp2 replaces
 exp, which is several times faster on the CPU backend for the -inf of masked scores.
+fp32 queries are scaled once, before the scan (SCALE_QUERIES), which saves a pass over
+every score tile; half-precision ones would round the scaled query, so their scores are
+scaled instead.
 Causal masking, the sliding window and the tile's tail are one `where` on the scores,
 from each row's first and last visible key (with neither causality nor a window, from
 the segment's end alone, one mask per key); rows that have seen no visible key yet
@@ -230,7 +233,7 @@ def _attend(
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
     HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, BLOCK_SHIFT: kl.constexpr,
     GROUP: kl.constexpr, CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
-    ONE_TOKEN_SEQS: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
+    ONE_TOKEN_SEQS: kl.constexpr, SCALE_QUERIES: kl.constexpr, BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
     """One work item: (query block, KV head, KV segment). BLOCK_SIZE == 1 << BLOCK_SHIFT."""
     BLOCK_Q: kl.constexpr = BLOCK_M // GROUP
@@ -298,6 +301,8 @@ def _attend(
     if USE_WINDOW:
         first_key = q_pos - window + 1
     qk_scale = scale * LOG2E  # scores in log2 units: exp2 is the cheaper exponential
+    if SCALE_QUERIES:  # once in the fp32 queries rather than once per score tile
+        q = q * qk_scale
 
     m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
     l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
@@ -324,7 +329,9 @@ def _attend(
             kv_mask = kl.broadcast_to(d_mask[None, :], (TILE, HEAD_PAD))
             k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
             v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-        scores = kl.dot(q, kl.trans(k)) * qk_scale
+        scores = kl.dot(q, kl.trans(k))
+        if not SCALE_QUERIES:
+            scores = scores * qk_scale
         if CAUSAL or USE_WINDOW:
             visible = k_pos[None, :] <= last_key[:, None]
             if USE_WINDOW:
@@ -363,8 +370,8 @@ def _paged_attention_kernel(
     query_stride_t, query_stride_h, out_stride_t, out_stride_h, block_table_stride,
     HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr, BLOCK_SHIFT: kl.constexpr,
     GROUP: kl.constexpr, CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr, NUM_SEGMENTS: kl.constexpr,
-    ONE_TOKEN_SEQS: kl.constexpr, ORDERED: kl.constexpr, PERSISTENT: kl.constexpr, BLOCK_M: kl.constexpr,
-    TILE: kl.constexpr,
+    ONE_TOKEN_SEQS: kl.constexpr, SCALE_QUERIES: kl.constexpr, ORDERED: kl.constexpr, PERSISTENT: kl.constexpr,
+    BLOCK_M: kl.constexpr, TILE: kl.constexpr,
 ):
     """max_seqlen_q / max_seqlen_k only key the autotuner; the grid covers
     _num_q_blocks(...) * num_kv_heads * NUM_SEGMENTS work items: one program each, a grid of
@@ -383,7 +390,7 @@ def _paged_attention_kernel(
                     cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
                     num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
                     block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT, GROUP, CAUSAL, USE_WINDOW,
-                    NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
+                    NUM_SEGMENTS, ONE_TOKEN_SEQS, SCALE_QUERIES, BLOCK_M, TILE)
     else:
         if ONE_TOKEN_SEQS:
             q_block, kv_head, segment = kl.program_id(2), kl.program_id(1), kl.program_id(0)
@@ -395,7 +402,7 @@ def _paged_attention_kernel(
                 cu_seqlens_q_ptr, seqused_k_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, scale, num_seqs,
                 num_kv_heads, search_steps, window, query_stride_t, query_stride_h, out_stride_t, out_stride_h,
                 block_table_stride, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT, GROUP, CAUSAL, USE_WINDOW,
-                NUM_SEGMENTS, ONE_TOKEN_SEQS, BLOCK_M, TILE)
+                NUM_SEGMENTS, ONE_TOKEN_SEQS, SCALE_QUERIES, BLOCK_M, TILE)
 
 
 @kf.jit
@@ -629,7 +636,7 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
         HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
         BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
         CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
-        ONE_TOKEN_SEQS=one_token_seqs, ORDERED=order is not None,
+        ONE_TOKEN_SEQS=one_token_seqs, SCALE_QUERIES=query.dtype == torch.float32, ORDERED=order is not None,
         PERSISTENT=persistent(query.device),
     )
     if segments > 1:
