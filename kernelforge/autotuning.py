@@ -28,14 +28,13 @@ import inspect
 import itertools
 import json
 import marshal
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Protocol, Sequence, Union
 
 import torch
 
-from kernelforge.backends import select_backend_name
+from kernelforge.backends import environ_get, select_backend_name
 from kernelforge.jit import arg_signature, constant_key, launches_signed, signature_device
 
 ConfigValue = Union[int, float, bool, str]
@@ -445,7 +444,7 @@ class Autotuned:
                 values.append((name, *constant_key(args[position])))
         for name, value in kwargs.items():
             values.append((name, *constant_key(value)))
-        return (_provider_generation, os.environ.get("KF_SANITIZE", "0"), parts, *values,
+        return (_provider_generation, environ_get("KF_SANITIZE", "0"), parts, *values,
                 select_backend_name(signature_device(parts)))
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import inspect
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -27,7 +26,7 @@ import numpy
 import torch
 
 from kernelforge import cache, ir
-from kernelforge.backends import get_backend, select_backend_name
+from kernelforge.backends import environ_get, get_backend, select_backend_name
 from kernelforge.errors import CompilationError, KernelFault
 from kernelforge.frontend import JIT_ATTR, compile_kernel
 from kernelforge.language.core import constexpr
@@ -272,7 +271,7 @@ class JITFunction:
         parts = arg_signatures(args)
         if parts is None:
             return None
-        return (os.environ.get("KF_SANITIZE", "0"), *parts,
+        return (environ_get("KF_SANITIZE", "0"), *parts,
                 *[(name, *constant_key(value)) for name, value in kwargs.items()],
                 select_backend_name(signature_device(parts)))
 
@@ -290,7 +289,7 @@ class JITFunction:
         backend = get_backend(backend_name)
         type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (backend_name, id(backend), device, os.environ.get("KF_SANITIZE", "0"), const_key, type_key)
+        memo_key = (backend_name, id(backend), device, environ_get("KF_SANITIZE", "0"), const_key, type_key)
         launch = self._launchers.get(memo_key)
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)
@@ -316,7 +315,7 @@ class JITFunction:
         # KF_SANITIZE changes what the cpu backend generates; the frontend's and the backend's
         # tags keep sources written by older versions of either code generator out of use.
         key = cache.cache_key(self.source_hash, backend_name, backend.device_name(), const_key,
-                              tuple(map(str, type_key)), os.environ.get("KF_SANITIZE", "0"),
+                              tuple(map(str, type_key)), environ_get("KF_SANITIZE", "0"),
                               _frontend_tag(), _backend_tag(backend))
         source = cache.get(backend_name, key)
         if source is None:

@@ -10,12 +10,13 @@ would force a host sync on an accelerator, so they run only for CPU tensors or w
 
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from kernelforge.backends import environ_get
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -64,7 +65,7 @@ def reads_contents(*tensors: Tensor) -> bool:
 
     The device test comes first: it is the cheaper one, and it decides every CPU call.
     """
-    return all(t.is_cpu for t in tensors) or os.environ.get("KF_SANITIZE") == "1"
+    return all(t.is_cpu for t in tensors) or environ_get("KF_SANITIZE") == "1"
 
 
 def check_rms_norm(op: str, out: Tensor, x: Tensor, weight: Tensor, eps: float, out_name: str = "out") -> None:
