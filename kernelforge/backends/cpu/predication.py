@@ -138,7 +138,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     gen.emit(f"{trips} = rt.trip_counts({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)})"
              f".expand(P.G)")
     if outer is None:
-        gen.emit(f"{lo}, {hi} = int({trips}.min()), int({trips}.max())")
+        gen.emit(f"{lo}, {hi} = map(int, torch.aminmax({trips}))  # one reduction for both")
     else:
         gen.emit(f"{trips} = torch.where({outer}, {trips}, 0)")
         gen.emit(f"{hi} = int({trips}.max())")

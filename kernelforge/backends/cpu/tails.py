@@ -6,6 +6,9 @@ costs about the work those programs need rather than the longest program times t
 grid. Narrowing copies every carried and read value of the programs it keeps, and
 undoing it copies them back, so in general it waits until enough programs are done.
 
+Values broadcast over the grid (the loop's initial accumulators) are the same for every
+program, so taking them narrows the broadcast instead of copying.
+
 When the programs kept are the first n of the set (a launch that orders its programs by
 trip count, longest first, as paged attention's prefill does on this backend), the kept
 values are the slices `x[:n]`: views, no copy. Such a set narrows whenever any program
@@ -99,14 +102,19 @@ def _subset(P: Programs, rows: Rows) -> Programs:
 
 
 def _select(x: torch.Tensor, rows: Rows) -> torch.Tensor:
-    return x[:rows] if isinstance(rows, int) else x.index_select(0, rows)
+    """The values of the kept programs. A value broadcast over the grid (stride 0, such as a
+    loop's initial accumulator) is the same for every program: its selection is a view."""
+    if isinstance(rows, int):
+        return x[:rows]
+    if x.dim() and x.stride(0) == 0:
+        return x[:1].expand(rows.numel(), *x.shape[1:])
+    return x.index_select(0, rows)
 
 
 def _merge(full: torch.Tensor, rows: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A new tensor (in `x`'s dtype) holding `x` at `rows` and `full` elsewhere."""
-    out = full.clone() if full.dtype == x.dtype else full.to(x.dtype)
-    out[rows] = x
-    return out
+    """A new tensor (in `x`'s dtype) holding `x` at `rows` and `full` elsewhere (one
+    out-of-place index_copy: cheaper than a clone and an indexed assignment)."""
+    return (full if full.dtype == x.dtype else full.to(x.dtype)).index_copy(0, rows, x)
 
 
 def _assemble(befores: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:

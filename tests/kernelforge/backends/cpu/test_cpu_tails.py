@@ -44,6 +44,20 @@ def test_scattered_programs_compact_with_an_eighth_and_min_idle_done(running, co
     torch.testing.assert_close(done, torch.where(keep, -1.0, x) if compacts else -torch.ones(64))
 
 
+def test_scattered_programs_take_a_broadcast_value_as_a_view_and_finish_into_a_new_tensor():
+    """A value broadcast over the grid (a loop's initial accumulator) is the same for every
+    program: taking it copies nothing, and finishing writes a fresh tensor."""
+    keep = torch.arange(64) % 2 == 1
+    tail = Tail(rt.Programs((64, 1, 1)), keep)
+    init = torch.full((3,), -1.0).expand(64, 3)
+    taken = tail.take(init)
+    assert taken.shape == (32, 3) and taken.stride(0) == 0 and taken.data_ptr() == init.data_ptr()
+    (done,) = tail.finish((init,), (taken + torch.arange(32.0)[:, None],))
+    want = torch.where(keep[:, None], torch.arange(64.0)[:, None] // 2 - 1.0, -1.0).expand(64, 3)
+    torch.testing.assert_close(done, want)
+    assert init.tolist() == [[-1.0] * 3] * 64
+
+
 def test_a_prefix_narrows_whenever_a_program_finishes():
     tail = Tail(rt.Programs((64, 1, 1)), torch.ones(64, dtype=torch.bool))
     x, r = torch.arange(64.0), torch.arange(64) * 10
