@@ -1,6 +1,7 @@
 """Backend selection: forcing a backend is checked against where the arguments live."""
 
 import os
+import threading
 
 import pytest
 import torch
@@ -20,6 +21,26 @@ def test_device_picks_the_backend(monkeypatch):
     monkeypatch.delenv("KF_BACKEND", raising=False)
     assert select_backend_name(torch.device("cpu")) == "cpu"
     assert select_backend_name(torch.device("cuda", 0)) == "triton"
+
+
+def test_repeated_selection_keeps_each_devices_backend(monkeypatch):
+    monkeypatch.delenv("KF_BACKEND", raising=False)
+    devices = [torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cpu")]
+    for _ in range(2):
+        assert [select_backend_name(d) for d in devices] == ["cpu", "triton", "triton", "cpu"]
+    assert select_backend_name(None) == "cpu"
+
+
+def test_a_forced_backend_applies_to_its_own_thread_only(monkeypatch):
+    monkeypatch.delenv("KF_BACKEND", raising=False)
+    seen = []
+    with kf.backend("interpret"):
+        assert select_backend_name(torch.device("cpu")) == "interpret"
+        worker = threading.Thread(target=lambda: seen.append(select_backend_name(torch.device("cpu"))))
+        worker.start()
+        worker.join()
+    assert seen == ["cpu"]
+    assert select_backend_name(torch.device("cpu")) == "cpu"
 
 
 def test_forcing_a_gpu_backend_on_cpu_tensors_names_both(monkeypatch):
