@@ -135,8 +135,7 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
     defined_before = set(gen.defined)
     gen.emit(f"# for {gen.name(s.var)} in range({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)}): "
              "trip counts differ between programs")
-    gen.emit(f"{trips} = rt.trip_counts({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)})"
-             f".expand(P.G)")
+    gen.emit(f"{trips} = {_trip_counts(gen, s)}.expand(P.G)")
     if outer is None:
         gen.emit(f"{lo}, {hi} = map(int, torch.aminmax({trips}))  # one reduction for both")
     else:
@@ -204,6 +203,21 @@ def divergent_for(gen: "CodeGen", s: ir.For) -> None:
         pv = v if v == trips else gen.name(v)
         gen.emit(f"{pv} = {full[v]}")
     gen.depth -= 1
+
+
+def _trip_counts(gen: "CodeGen", s: ir.For) -> str:
+    """The expression of the loop's per-program trip counts (int64, >= 0). A constant
+    power-of-two step up to a per-program stop (a tile loop to each program's length) is a
+    shift of the span: half the ops of rt.trip_counts' general floor division (~8 instead of
+    ~15 us for a few programs)."""
+    step = s.step.value if isinstance(s.step, ir.Const) else 0
+    if not (isinstance(step, int) and step > 0 and step & (step - 1) == 0 and gen.varying(s.stop)):
+        return f"rt.trip_counts({gen.val(s.start)}, {gen.val(s.stop)}, {gen.val(s.step)})"
+    if isinstance(s.start, ir.Const):
+        span = f"{gen.val(s.stop)}.to(torch.int64) + {step - 1 - int(s.start.value)}"
+    else:
+        span = f"{gen.val(s.stop)}.to(torch.int64) - {gen.val(s.start)} + {step - 1}"
+    return f"(({span}) >> {step.bit_length() - 1}).clamp_(min=0)"
 
 
 def _kept_programs_steps(gen: "CodeGen", s: ir.For, t: str, trips: str, lo: str) -> str:
