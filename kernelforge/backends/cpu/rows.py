@@ -102,14 +102,22 @@ class _Plan:
 
 def _static(dyn: Sequence[Dyn]) -> tuple:
     """The part of dyn entries a plan depends on (not the tensors' values)."""
-    return tuple((coef, dims, varies, isinstance(v, torch.Tensor)) for v, coef, dims, varies in dyn)
+    return tuple([(coef, dims, varies, isinstance(v, torch.Tensor)) for v, coef, dims, varies in dyn])
+
+
+def _static_conds(conds: Sequence[tuple]) -> tuple:
+    """`conds` with each condition's dyn entries replaced by their `_static` part; the
+    usual conditions have none and are their own key (no rebuilt tuple per access)."""
+    for c in conds:
+        if c[3]:
+            return tuple([c if not c[3] else (*c[:3], _static(c[3])) for c in conds])
+    return tuple(conds)
 
 
 def _plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_program: bool,
           dyn: Sequence[Dyn], conds: Sequence[tuple], n: int) -> _Plan:
     """The cached plan of this access (a dict lookup once the signature was seen)."""
-    key = (aff, shape, inner, per_program, _static(dyn),
-           tuple(c if not c[3] else (*c[:3], _static(c[3])) for c in conds), P.grid, P.G, n)
+    key = (aff, shape, inner, per_program, _static(dyn), _static_conds(conds), P.grid, P.G, n)
     plan = _plans.get(key)
     if plan is None:
         plan = _remember(_plans, key, _make_plan(P, aff, shape, inner, per_program, dyn, conds, n))

@@ -154,6 +154,24 @@ def test_a_cached_load_plan_follows_each_calls_slots_and_masks(G):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_cached_plan_follows_each_calls_row_condition_tensor(as_list):
+    """A row condition carrying a row tensor (`slot < 10`) keys the plan by its static part
+    only: each call masks by its own tensor's values (also for conditions given as a list)."""
+    t = torch.arange(300.0)
+    for call in range(3):
+        slots = torch.randint(0, 20, (4,))
+        conds = [(-10, (0, 0, 0), (0,), ((slots, 1, (), True),))]
+        args = slot_rows(4, 5, 13, 8, slots)
+        args["conds"] = conds if as_list else tuple(conds)
+        got = rows.load_rows(t, other=-1.0, **args)
+        want = torch.full((4, 8), -1.0)
+        for g, s in enumerate(slots.tolist()):
+            if s < 10:
+                want[g] = t[5 + 13 * s:][:8]
+        torch.testing.assert_close(got, want)
+
+
 def test_load_rows_of_programs_not_executing_may_lie_outside_the_window():
     t = torch.arange(100.0)
     slots = torch.tensor([3, 10_000, -7])
