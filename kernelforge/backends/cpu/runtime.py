@@ -181,9 +181,17 @@ def unbroadcast(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_true(mask: torch.Tensor) -> bool:
-    """`bool(mask.all())` for a bool tensor, as the minimum of its bytes: torch's `all`
-    reduces bools lane by lane, ~30x slower than a vectorised uint8 `min`."""
-    return mask.numel() == 0 or bool(mask.view(torch.uint8).min())
+    """`bool(mask.all())` for a bool tensor. Past `_SMALL_MASK` lanes it is the minimum of
+    its bytes: torch's `all` reduces bools lane by lane, ~30x slower than a vectorised
+    uint8 `min` on a million lanes; on a few hundred lanes or fewer `all` is ~0.5 us
+    faster (no dtype view), and a decode step's per-program masks are that small."""
+    n = mask.numel()
+    if n <= _SMALL_MASK:
+        return bool(mask.all())
+    return bool(mask.view(torch.uint8).min())
+
+
+_SMALL_MASK = 256
 
 
 def keep_where(x: torch.Tensor, cond: Value, other: Value) -> torch.Tensor:

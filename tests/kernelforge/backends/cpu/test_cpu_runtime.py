@@ -22,6 +22,17 @@ def test_all_true_agrees_with_all(mask):
     assert rt.all_true(mask) == bool(mask.all())
 
 
+@pytest.mark.parametrize("lanes", [1, rt._SMALL_MASK - 1, rt._SMALL_MASK, rt._SMALL_MASK + 1, 5000])
+@pytest.mark.parametrize("false_at", [None, 0, -1])
+def test_all_true_on_either_side_of_the_small_mask_bound(lanes, false_at):
+    mask = torch.ones(lanes, dtype=torch.bool)
+    if false_at is not None:
+        mask[false_at] = False
+    assert rt.all_true(mask) == (false_at is None)
+    assert rt.all_true(mask[:, None].expand(lanes, 3)) == (false_at is None)
+    assert rt.all_true(mask.view(1, -1).t()) == (false_at is None)
+
+
 def test_keep_where_leaves_an_all_true_tensor_untouched_and_fills_the_rest():
     x = torch.arange(6.0).view(2, 3)
     assert rt.keep_where(x, torch.ones(2, 1, dtype=torch.bool).expand(2, 3), -1.0) is x
