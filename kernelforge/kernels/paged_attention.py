@@ -293,8 +293,9 @@ def _attend(
     # -1) are hidden. One comparison per tile lane then masks the scores. Otherwise every row
     # sees the segment's keys, and a comparison per key masks them (padding rows then see
     # keys too, but are never stored).
+    seg_last = seg_end - 1  # the segment's last key
     if CAUSAL or USE_WINDOW:
-        last_key = seg_end - 1
+        last_key = seg_last
         if CAUSAL:
             last_key = kl.minimum(q_pos, last_key)
         last_key = kl.where(row_valid, last_key, -1)
@@ -304,6 +305,7 @@ def _attend(
     if SCALE_QUERIES:  # once in the fp32 queries rather than once per score tile
         q = q * qk_scale
 
+    block_table_row = block_table_ptr + seq * block_table_stride
     m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
     l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
     acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
@@ -313,11 +315,11 @@ def _attend(
         # slot was written, so its K and V are finite (stale cache memory may hold NaN, and
         # 0 * NaN would leak into the accumulator), and their scores are masked below.
         # The loads then need no mask, which saves the CPU backend a pass over V.
-        slot_pos = kl.minimum(k_pos, seg_end - 1)
+        slot_pos = kl.minimum(k_pos, seg_last)
         # Block sizes are powers of two and slot_pos >= 0, so a shift and a mask split it into
         # block and offset (integer division and remainder cost the CPU backend 8x as much).
         # A slot number fits int32; its element offset may not.
-        block = kl.load(block_table_ptr + seq * block_table_stride + (slot_pos >> BLOCK_SHIFT))
+        block = kl.load(block_table_row + (slot_pos >> BLOCK_SHIFT))
         slot = block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))
         slot_off = slot.to(kl.int64) * kv_row + kv_head * HEAD_SIZE
         # K and V share one [TILE, HEAD_PAD] offset block.
@@ -340,7 +342,10 @@ def _attend(
             visible = (k_pos < seg_end)[None, :]
         scores = kl.where(visible, scores, float("-inf"))
         m_new = kl.maximum(m_i, kl.max(scores, axis=1))
-        m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+        if CAUSAL or USE_WINDOW:  # a row may see no key yet: keep exp2's argument finite
+            m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+        else:  # every row sees the tile's first key (tile_start < seg_end), so m_new is finite
+            m_safe = m_new
         p = kl.exp2(scores - m_safe[:, None])
         alpha = kl.exp2(m_i - m_safe)
         l_i = l_i * alpha + kl.sum(p, axis=1)
