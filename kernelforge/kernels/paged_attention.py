@@ -413,27 +413,41 @@ def _paged_attention_kernel(
 @kf.jit
 def _merge_row(token, head, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr, num_seqs, num_heads,
                out_stride_t, out_stride_h, HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr,
-               NUM_SEGMENTS: kl.constexpr):
+               NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr):
+    """Merges row (t, h) unless its token is padding past the last sequence (it holds no
+    partials); with ONE_TOKEN_SEQS every token is a sequence's, and the test is skipped."""
+    if ONE_TOKEN_SEQS:
+        _merge_partials(token, head, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, num_heads, out_stride_t,
+                        out_stride_h, HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS)
+    else:
+        if token < kl.load(cu_seqlens_q_ptr + num_seqs):
+            _merge_partials(token, head, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, num_heads, out_stride_t,
+                            out_stride_h, HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS)
+
+
+@kf.jit
+def _merge_partials(token, head, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, num_heads, out_stride_t,
+                    out_stride_h, HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr):
     """out[t, h] = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s over the segments s of row (t, h)."""
     segs = kl.arange(0, NUM_SEGMENTS)
     offs_d = kl.arange(0, HEAD_PAD)
     row = token * num_heads + head
-    if token < kl.load(cu_seqlens_q_ptr + num_seqs):  # rows past the last sequence hold no partials
-        m = kl.load(m_part_ptr + row * NUM_SEGMENTS + segs)
-        l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
-        acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
-        m_max = kl.max(m, axis=0)
-        weight = kl.exp2(m - kl.where(m_max == float("-inf"), 0.0, m_max))  # m in log2 units
-        total = kl.sum(weight * l, axis=0)
-        out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
-        kl.store(out_ptr + token * out_stride_t + head * out_stride_h + offs_d, out, mask=offs_d < HEAD_SIZE)
+    m = kl.load(m_part_ptr + row * NUM_SEGMENTS + segs)
+    l = kl.load(l_part_ptr + row * NUM_SEGMENTS + segs)
+    acc = kl.load(acc_part_ptr + (row * NUM_SEGMENTS + segs)[:, None] * HEAD_PAD + offs_d[None, :])
+    m_max = kl.max(m, axis=0)
+    weight = kl.exp2(m - kl.where(m_max == float("-inf"), 0.0, m_max))  # m in log2 units
+    total = kl.sum(weight * l, axis=0)
+    out = kl.sum(weight[:, None] * acc, axis=0) / kl.where(total == 0.0, 1.0, total)
+    kl.store(out_ptr + token * out_stride_t + head * out_stride_h + offs_d, out, mask=offs_d < HEAD_SIZE)
 
 
 @kf.jit
 def _merge_segments_kernel(
     out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr,
     num_rows, num_seqs, num_heads, out_stride_t, out_stride_h,
-    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr, PERSISTENT: kl.constexpr,
+    HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, NUM_SEGMENTS: kl.constexpr, ONE_TOKEN_SEQS: kl.constexpr,
+    PERSISTENT: kl.constexpr,
 ):
     """PERSISTENT: programs loop over the num_rows (token, head) rows. Else the grid is
     (heads, tokens), one row each, for the CPU backend: its addresses are then affine in the
@@ -443,11 +457,11 @@ def _merge_segments_kernel(
         for row in range(kl.program_id(0), num_rows, kl.num_programs(0)):
             _merge_row(row // num_heads, row % num_heads, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr,
                        cu_seqlens_q_ptr, num_seqs, num_heads, out_stride_t, out_stride_h,
-                       HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS)
+                       HEAD_SIZE, HEAD_PAD, NUM_SEGMENTS, ONE_TOKEN_SEQS)
     else:
         _merge_row(kl.program_id(1), kl.program_id(0), out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr,
                    cu_seqlens_q_ptr, num_seqs, num_heads, out_stride_t, out_stride_h, HEAD_SIZE, HEAD_PAD,
-                   NUM_SEGMENTS)
+                   NUM_SEGMENTS, ONE_TOKEN_SEQS)
 
 
 def num_kv_segments(num_seqs: int, num_kv_heads: int, max_seqlen_q: int, max_seqlen_k: int,
@@ -650,7 +664,8 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
         _merge_segments_kernel[merge_grid](
             flat_view(out), m_part, l_part, acc_part, cu_seqlens_q, rows, num_seqs, num_heads,
             out.stride(0), out.stride(1),
-            HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments, PERSISTENT=not per_row,
+            HEAD_SIZE=head_size, HEAD_PAD=head_pad, NUM_SEGMENTS=segments, ONE_TOKEN_SEQS=one_token_seqs,
+            PERSISTENT=not per_row,
         )
 
 
