@@ -21,7 +21,6 @@ import math
 from kernelforge import ir
 from kernelforge.backends.cpu import affine, aliasing, fusion, memory, predication, regions, trim
 from kernelforge.backends.cpu.identities import fold_identities
-from kernelforge.backends.cpu.shared_views import share_views
 from kernelforge.backends.cpu.analysis import Facts, analyze, contains_return, references
 from kernelforge.ir import DType
 
@@ -528,5 +527,5 @@ class CodeGen:
 def generate(kernel: ir.Kernel, sanitize: bool = False, peepholes: bool = True) -> str:
     """The module for `kernel`; `peepholes=False` keeps recognised idioms op by op (tests
     compare the two)."""
-    return CodeGen(share_views(fold_identities(kernel)), sanitize, peepholes).source()
+    return CodeGen(fold_identities(kernel), sanitize, peepholes).source()
 
