@@ -115,7 +115,8 @@ class MLP(nn.Module):
 
     def __init__(self, weights: _LayerWeights) -> None:
         super().__init__()
-        self.gate_up = Projection(weights.cat("mlp.gate_proj", "mlp.up_proj"), weights.cat_bias("mlp.gate_proj", "mlp.up_proj"))
+        gate_up = ("mlp.gate_proj", "mlp.up_proj")
+        self.gate_up = Projection(weights.cat(*gate_up), weights.cat_bias(*gate_up))
         self.down = Projection(weights.take("mlp.down_proj.weight"), weights.take_optional("mlp.down_proj.bias"))
 
     def forward(self, x: Tensor) -> Tensor:
