@@ -20,6 +20,15 @@ def _kernel_cache_dir(tmp_path_factory):
     del os.environ["KF_CACHE_DIR"]
 
 
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch):
+    """A cache dir of the test's own (every kernel generated anew) and no KF_SANITIZE /
+    KF_BACKEND from outside: for tests that read generated sources or time nothing."""
+    monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("KF_SANITIZE", raising=False)
+    monkeypatch.delenv("KF_BACKEND", raising=False)
+
+
 @pytest.fixture(
     scope="session",
     params=[

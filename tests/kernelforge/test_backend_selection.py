@@ -60,11 +60,7 @@ def test_env_override_is_checked_too(monkeypatch):
         select_backend_name(torch.device("cpu"))
 
 
-@kf.autotune(configs=[kf.Config(BLOCK=16)], key=["n"])
-@kf.jit
-def _tuned_increment(x_ptr, out_ptr, n, BLOCK: kl.constexpr):
-    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
-    kl.store(out_ptr + offs, kl.load(x_ptr + offs, mask=offs < n) + 1, mask=offs < n)
+_tuned_increment = kf.autotune(configs=[kf.Config(BLOCK=16)], key=["n"])(_increment)
 
 
 def test_environ_get_sees_every_change_between_calls(monkeypatch):

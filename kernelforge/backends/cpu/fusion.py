@@ -176,8 +176,7 @@ def find_accumulators(kernel: ir.Kernel, facts: Facts) -> tuple[set[str], set[in
             if st.dst.name in inits:
                 rejected.add(st.dst.name)
             inits[st.dst.name] = id(st)
-        if st.op in _VIEWS and isinstance(st.args[0], ir.Var) and (
-                st.op != "cast" or st.args[0].type.dtype == st.dst.type.dtype) and id(st) not in {
+        if may_alias(st) and isinstance(st.args[0], ir.Var) and id(st) not in {
                 i for ids in candidates.values() for i in ids}:
             rejected.add(st.args[0].name)  # another variable may share the tensor
     names = {n for n in candidates if n not in rejected and n not in merged and n in inits}

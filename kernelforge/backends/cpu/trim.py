@@ -45,7 +45,7 @@ from types import MappingProxyType
 from kernelforge import ir
 from kernelforge.backends.cpu.affine import Access, Form
 from kernelforge.backends.cpu.analysis import Facts, assigned, operand_names, references
-from kernelforge.backends.cpu.fusion import nested_blocks
+from kernelforge.backends.cpu.fusion import may_alias, nested_blocks
 
 _ELEMENTWISE = {"add", "sub", "mul", "truediv", "minimum", "maximum", "neg", "abs", "cast", "where",
                 "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "cos", "sin",
@@ -260,7 +260,7 @@ def _same_access(load: ir.Assign, store: ir.Store, accesses: dict[int, Access]) 
 def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: Mapping[int, ir.Store],
               accesses: dict[int, Access]) -> set[int]:
     """Trimmed loads whose view may be read as it is although its tensor is written: no
-    write to that tensor comes before their (and their same-dtype casts') last read, and
+    write to that tensor comes before their (and their views') last read, and
     no read is deferred into a fused store (it would run at the store) unless that store
     writes exactly the lanes the load reads."""
     position = {id(st): i for i, st in enumerate(block.stmts)}
@@ -274,8 +274,7 @@ def _uncopied(block: ir.Block, candidates: dict[str, _Candidate], deferred: Mapp
                 last = i
                 deferred_read = deferred_read or (id(st) in deferred
                                                   and not _same_access(found.stmt, deferred[id(st)], accesses))
-                if (isinstance(st, ir.Assign) and st.op == "cast"
-                        and st.dst.type.dtype == st.args[0].type.dtype):
+                if isinstance(st, ir.Assign) and may_alias(st):
                     aliases.add(st.dst.name)
         start = position[id(found.stmt)]
         root = found.stmt.args[0].root

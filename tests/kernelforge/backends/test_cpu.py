@@ -17,11 +17,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("KF_SANITIZE", raising=False)
-    monkeypatch.delenv("KF_BACKEND", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_kernel_cache")
 
 
 # ------------------------------------------------------------------ elementwise

@@ -23,10 +23,7 @@ from kernelforge.backends.cpu.codegen import generate
 TOLERANCE = {torch.float32: (1e-6, 1e-5), torch.float16: (1e-3, 1e-2), torch.bfloat16: (8e-3, 2e-2)}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("KF_SANITIZE", raising=False)
+pytestmark = pytest.mark.usefixtures("fresh_kernel_cache")
 
 
 @kf.jit
