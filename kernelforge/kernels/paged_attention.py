@@ -25,7 +25,12 @@ scaled instead.
 Causal masking, the sliding window and the tile's tail are one `where` on the scores,
 from each row's first and last visible key (with neither causality nor a window, from
 the segment's end alone, one mask per key); rows that have seen no visible key yet
-keep m = -inf and contribute nothing.
+keep m = -inf and contribute nothing. With causality or a window, the tiles every row of
+the block sees whole are scanned first without any of that (`_whole_tiles`), and only
+the tiles around them masked, as FlashAttention does. The accumulator's rescale is the
+`acc` operand of the P @ V dot (one baddbmm on the CPU backend, the MMA accumulator on GPUs).
+On the CPU backend a batch with prefill in it is launched in parts of at most
+CPU_LAUNCH_ACC_ELEMENTS accumulator elements (`_cpu_launch_parts`).
 
 Split-KV decode. A decode batch with few sequences gives too few work items to fill
 the machine; on the CPU backend, which runs every program's tiles in lockstep, a ragged
@@ -65,6 +70,9 @@ CPU_SCORE_ELEMENTS = 1 << 20
 CPU_PREFILL_ROWS = 64
 # Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
 CPU_SEGMENT_KEYS = 128
+# Accumulator elements ([programs, BLOCK_M, HEAD_PAD] fp32) of one CPU launch with prefill
+# in it; a batch with more is launched in parts (see `_cpu_launch_parts`).
+CPU_LAUNCH_ACC_ELEMENTS = 1 << 21
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
@@ -225,6 +233,83 @@ def _work_item(work, num_kv_heads, NUM_SEGMENTS: kl.constexpr):
 
 
 @kf.jit
+def _whole_tiles(seg_start, seg_end, first_q_pos, window, BLOCK_Q: kl.constexpr, CAUSAL: kl.constexpr,
+                 USE_WINDOW: kl.constexpr, TILE: kl.constexpr):
+    """[whole_start, whole_end): the segment's tiles (from seg_start on, TILE keys each) that
+    every row of the query block sees whole, within [seg_start, seg_end). The block's first
+    token (at first_q_pos) sees the fewest keys when causal; its last (BLOCK_Q - 1 tokens
+    on, or fewer: a bound is enough) the fewest from the window's start."""
+    span = kl.maximum(seg_end - seg_start, 0)  # an empty segment may end before it starts
+    visible = span
+    if CAUSAL:
+        visible = kl.minimum(span, first_q_pos + 1 - seg_start)
+    whole_end = seg_start + kl.maximum(visible, 0) // TILE * TILE
+    whole_start = seg_start
+    if USE_WINDOW:
+        hidden = kl.maximum(first_q_pos + BLOCK_Q - window - seg_start, 0)  # keys before the last row's window
+        whole_start = seg_start + kl.minimum((hidden + TILE - 1) // TILE * TILE, span)
+        whole_end = kl.maximum(whole_end, whole_start)
+    return whole_start, whole_end
+
+
+@kf.jit
+def _scan_tiles(acc, l_i, m_i, q, start, end, seg_last, seg_end, first_key, last_key, qk_scale,
+                key_cache_ptr, value_cache_ptr, block_table_row, kv_row, kv_head, offs_t, offs_d, d_mask,
+                HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr, BLOCK_SIZE: kl.constexpr,
+                BLOCK_SHIFT: kl.constexpr, CAUSAL: kl.constexpr, USE_WINDOW: kl.constexpr,
+                SCALE_QUERIES: kl.constexpr, TILE: kl.constexpr, MASKED: kl.constexpr):
+    """The online softmax over the key tiles [start, end) of a work item: (acc, l_i, m_i) after
+    them. MASKED: tiles some row does not see whole (see `_attend`); else every key of every
+    tile is visible to every row, and neither the scores nor the positions need masking."""
+    for tile_start in range(start, end, TILE):
+        k_pos = tile_start + offs_t
+        slot_pos = k_pos
+        if MASKED:
+            # Positions past the segment read its last key again instead of being masked: that
+            # slot was written, so its K and V are finite (stale cache memory may hold NaN, and
+            # 0 * NaN would leak into the accumulator), and their scores are masked below.
+            # The loads then need no mask, which saves the CPU backend a pass over V.
+            slot_pos = kl.minimum(k_pos, seg_last)
+        # Block sizes are powers of two and slot_pos >= 0, so a shift and a mask split it into
+        # block and offset (integer division and remainder cost the CPU backend 8x as much).
+        # A slot number fits int32; its element offset may not.
+        block = kl.load(block_table_row + (slot_pos >> BLOCK_SHIFT))
+        slot = block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))
+        slot_off = slot.to(kl.int64) * kv_row + kv_head * HEAD_SIZE
+        # K and V share one [TILE, HEAD_PAD] offset block.
+        kv_offsets = slot_off[:, None] + offs_d[None, :]
+        if HEAD_SIZE == HEAD_PAD:
+            k = kl.load(key_cache_ptr + kv_offsets)
+            v = kl.load(value_cache_ptr + kv_offsets)
+        else:
+            kv_mask = kl.broadcast_to(d_mask[None, :], (TILE, HEAD_PAD))
+            k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+            v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+        scores = kl.dot(q, kl.trans(k))
+        if not SCALE_QUERIES:
+            scores = scores * qk_scale
+        if MASKED:
+            if CAUSAL or USE_WINDOW:
+                visible = k_pos[None, :] <= last_key[:, None]
+                if USE_WINDOW:
+                    visible = visible & (k_pos[None, :] >= first_key[:, None])
+            else:
+                visible = (k_pos < seg_end)[None, :]
+            scores = kl.where(visible, scores, float("-inf"))
+        m_new = kl.maximum(m_i, kl.max(scores, axis=1))
+        if MASKED and (CAUSAL or USE_WINDOW):  # a row may see no key yet: keep exp2's argument finite
+            m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
+        else:  # every row sees the tile's first key (tile_start < seg_end), so m_new is finite
+            m_safe = m_new
+        p = kl.exp2(scores - m_safe[:, None])
+        alpha = kl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + kl.sum(p, axis=1)
+        acc = kl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@kf.jit
 def _attend(
     q_block, kv_head, segment,
     out_ptr, query_ptr, key_cache_ptr, value_cache_ptr, block_table_ptr, cu_seqlens_q_ptr, seqused_k_ptr,
@@ -294,8 +379,9 @@ def _attend(
     # sees the segment's keys, and a comparison per key masks them (padding rows then see
     # keys too, but are never stored).
     seg_last = seg_end - 1  # the segment's last key
+    last_key = seg_last
+    first_key = seg_start
     if CAUSAL or USE_WINDOW:
-        last_key = seg_last
         if CAUSAL:
             last_key = kl.minimum(q_pos, last_key)
         last_key = kl.where(row_valid, last_key, -1)
@@ -309,48 +395,29 @@ def _attend(
     m_i = kl.full([BLOCK_M], float("-inf"), dtype=kl.float32)
     l_i = kl.zeros([BLOCK_M], dtype=kl.float32)
     acc = kl.zeros([BLOCK_M, HEAD_PAD], dtype=kl.float32)
-    for tile_start in range(seg_start, seg_end, TILE):
-        k_pos = tile_start + offs_t
-        # Positions past the segment read its last key again instead of being masked: that
-        # slot was written, so its K and V are finite (stale cache memory may hold NaN, and
-        # 0 * NaN would leak into the accumulator), and their scores are masked below.
-        # The loads then need no mask, which saves the CPU backend a pass over V.
-        slot_pos = kl.minimum(k_pos, seg_last)
-        # Block sizes are powers of two and slot_pos >= 0, so a shift and a mask split it into
-        # block and offset (integer division and remainder cost the CPU backend 8x as much).
-        # A slot number fits int32; its element offset may not.
-        block = kl.load(block_table_row + (slot_pos >> BLOCK_SHIFT))
-        slot = block * BLOCK_SIZE + (slot_pos & (BLOCK_SIZE - 1))
-        slot_off = slot.to(kl.int64) * kv_row + kv_head * HEAD_SIZE
-        # K and V share one [TILE, HEAD_PAD] offset block.
-        kv_offsets = slot_off[:, None] + offs_d[None, :]
-        if HEAD_SIZE == HEAD_PAD:
-            k = kl.load(key_cache_ptr + kv_offsets)
-            v = kl.load(value_cache_ptr + kv_offsets)
-        else:
-            kv_mask = kl.broadcast_to(d_mask[None, :], (TILE, HEAD_PAD))
-            k = kl.load(key_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-            v = kl.load(value_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
-        scores = kl.dot(q, kl.trans(k))
-        if not SCALE_QUERIES:
-            scores = scores * qk_scale
-        if CAUSAL or USE_WINDOW:
-            visible = k_pos[None, :] <= last_key[:, None]
-            if USE_WINDOW:
-                visible = visible & (k_pos[None, :] >= first_key[:, None])
-        else:
-            visible = (k_pos < seg_end)[None, :]
-        scores = kl.where(visible, scores, float("-inf"))
-        m_new = kl.maximum(m_i, kl.max(scores, axis=1))
-        if CAUSAL or USE_WINDOW:  # a row may see no key yet: keep exp2's argument finite
-            m_safe = kl.where(m_new == float("-inf"), 0.0, m_new)
-        else:  # every row sees the tile's first key (tile_start < seg_end), so m_new is finite
-            m_safe = m_new
-        p = kl.exp2(scores - m_safe[:, None])
-        alpha = kl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + kl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + kl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    # Tiles whose keys every row sees are scanned without masks (FlashAttention's split):
+    # causal prefill sees about half its tiles whole. The tiles before them (cut by the
+    # window) and after them (the diagonal, the segment's last partial tile) are masked.
+    # Without causality or a window only a segment's last tile may be cut, and one loop
+    # costs the CPU backend less than two.
+    masked_start = seg_start
+    if CAUSAL or USE_WINDOW:
+        whole_start, whole_end = _whole_tiles(seg_start, seg_end, context_len - q_len + q_block_start, window,
+                                              BLOCK_Q, CAUSAL, USE_WINDOW, TILE)
+        acc, l_i, m_i = _scan_tiles(acc, l_i, m_i, q, whole_start, whole_end, seg_last, seg_end, first_key,
+                                    last_key, qk_scale, key_cache_ptr, value_cache_ptr, block_table_row, kv_row,
+                                    kv_head, offs_t, offs_d, d_mask, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT,
+                                    CAUSAL, USE_WINDOW, SCALE_QUERIES, TILE, False)
+        if USE_WINDOW:
+            acc, l_i, m_i = _scan_tiles(acc, l_i, m_i, q, seg_start, whole_start, seg_last, seg_end, first_key,
+                                        last_key, qk_scale, key_cache_ptr, value_cache_ptr, block_table_row, kv_row,
+                                        kv_head, offs_t, offs_d, d_mask, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE,
+                                        BLOCK_SHIFT, CAUSAL, USE_WINDOW, SCALE_QUERIES, TILE, True)
+        masked_start = whole_end
+    acc, l_i, m_i = _scan_tiles(acc, l_i, m_i, q, masked_start, seg_end, seg_last, seg_end, first_key, last_key,
+                                qk_scale, key_cache_ptr, value_cache_ptr, block_table_row, kv_row, kv_head, offs_t,
+                                offs_d, d_mask, HEAD_SIZE, HEAD_PAD, BLOCK_SIZE, BLOCK_SHIFT, CAUSAL, USE_WINDOW,
+                                SCALE_QUERIES, TILE, True)
 
     if NUM_SEGMENTS == 1:
         out = acc / kl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -600,13 +667,48 @@ def _cpu_block_order(cu_seqlens_q: Tensor, seqused_k: Tensor, block_q: int, caus
     return (first[seq] + index)[keys.argsort(descending=True, stable=True)].to(torch.int32)
 
 
-def _list_cpu_blocks(order: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor, block_q: int, causal: bool,
-                     sliding_window: int | None) -> int:
-    """Writes the `_cpu_block_order` of blocks of `block_q` tokens to the front of `order`
-    (room for one block per token) and returns how many there are."""
-    listed = _cpu_block_order(cu_seqlens_q, seqused_k, block_q, causal, sliding_window)
-    order[:listed.numel()] = listed
-    return listed.numel()
+def _cpu_launch_parts(num_blocks: int, num_kv_heads: int, block_m: int, head_pad: int) -> int:
+    """How many launches share a CPU batch with prefill in it, each taking a run of its
+    listed blocks (`_cpu_block_order`), so that no launch holds more than
+    CPU_LAUNCH_ACC_ELEMENTS accumulator elements.
+
+    Every program of a CPU launch runs in lock step, so the accumulators, score tiles and
+    K/V tiles of all its programs are live at once and every tile step allocates
+    temporaries their size. Past glibc's largest mmap threshold (32 MB) each of those is a
+    fresh mapping that page-faults in: a Llama-2-7B prefill of 1800 tokens (42 MB of
+    accumulators) spent 3x as long per accumulator update as when launched in 8 MB parts.
+    Parts follow the list, longest scans first, so each one's programs also finish together.
+    """
+    return max(1, -(-num_blocks * num_kv_heads * block_m * head_pad // CPU_LAUNCH_ACC_ELEMENTS))
+
+
+class _CpuBlockList:
+    """The listed blocks (`_cpu_block_order`) of one batch in host memory, split into
+    `parts` runs of the list, one per launch (`_cpu_launch_parts`, for the rows the launch
+    will most likely use). A list is made once per block size."""
+
+    def __init__(self, cu_seqlens_q: Tensor, seqused_k: Tensor, causal: bool, sliding_window: int | None,
+                 group: int, block_m: int, num_kv_heads: int, head_pad: int) -> None:
+        self._batch = (cu_seqlens_q, seqused_k)
+        self._mask = (causal, sliding_window)
+        self._lists: dict[int, Tensor] = {}
+        self.parts = _cpu_launch_parts(self.listed(block_m // group).numel(), num_kv_heads, block_m, head_pad)
+
+    def listed(self, block_q: int) -> Tensor:
+        """Every listed block of `block_q` tokens."""
+        if block_q not in self._lists:
+            self._lists[block_q] = _cpu_block_order(*self._batch, block_q, *self._mask)
+        return self._lists[block_q]
+
+    def fill(self, part: int, block_q: int, order: Tensor) -> int:
+        """Writes run `part` of the list of blocks of `block_q` tokens (the launched config's
+        rows, which a config tuned under an older rows rule may set) to the front of `order`
+        (room for one block per token) and returns its length."""
+        listed = self.listed(block_q)
+        size = -(-listed.numel() // self.parts)
+        run = listed[part * size:(part + 1) * size]
+        order[:run.numel()] = run
+        return run.numel()
 
 
 def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
@@ -627,37 +729,37 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
         m_part = l_part = acc_part = flat_view(out)
 
     group = num_heads // num_kv_heads
-
     one_token_seqs = _one_token_each(cu_seqlens_q, max_seqlen_q, num_tokens)
     # A lone query token sits at its context's last position, so causality hides nothing from
     # it: decode launches skip the causal clamps.
     causal = causal and max_seqlen_q > 1
-    # Filled by the grid for the config's rows: a config tuned under an older rows rule
-    # (or forced) then still reads the blocks it launches.
-    order = torch.empty(num_tokens, dtype=torch.int32) if _orders_blocks(max_seqlen_q, query.device) else None
+    block_list = None
+    if _orders_blocks(max_seqlen_q, query.device):
+        block_list = _CpuBlockList(cu_seqlens_q, seqused_k, causal, sliding_window, group,
+                                   _block_m(group, max_seqlen_q, query.device), num_kv_heads, head_pad)
 
-    def grid(meta: dict) -> tuple[int, ...]:
+    def grid(meta: dict, part: int = 0, order: Tensor | None = None) -> tuple[int, ...]:
         if one_token_seqs and not persistent(query.device):
             return (segments, num_kv_heads, num_seqs)
         block_q = meta["BLOCK_M"] // group
         if order is None:
-            blocks = num_q_blocks(num_tokens, num_seqs, block_q)
-        else:
-            blocks = _list_cpu_blocks(order, cu_seqlens_q, seqused_k, block_q, causal, sliding_window)
-        return (grid_size(blocks * num_kv_heads * segments, query.device),)
+            return (grid_size(num_q_blocks(num_tokens, num_seqs, block_q) * num_kv_heads * segments, query.device),)
+        return (block_list.fill(part, block_q, order) * num_kv_heads * segments,)
 
-    _paged_attention_kernel[grid](
-        flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
-        m_part, l_part, acc_part, cu_seqlens_q if order is None else order,
-        softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
-        sliding_window or 0, max_seqlen_q, max_seqlen_k,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
-        HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
-        BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
-        CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
-        ONE_TOKEN_SEQS=one_token_seqs, SCALE_QUERIES=query.dtype == torch.float32, ORDERED=order is not None,
-        PERSISTENT=persistent(query.device),
-    )
+    for part in range(1 if block_list is None else block_list.parts):
+        order = None if block_list is None else torch.empty(num_tokens, dtype=torch.int32)
+        _paged_attention_kernel[functools.partial(grid, part=part, order=order)](
+            flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
+            m_part, l_part, acc_part, cu_seqlens_q if order is None else order,
+            softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
+            sliding_window or 0, max_seqlen_q, max_seqlen_k,
+            query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
+            HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
+            BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
+            CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+            ONE_TOKEN_SEQS=one_token_seqs, SCALE_QUERIES=query.dtype == torch.float32,
+            ORDERED=order is not None, PERSISTENT=persistent(query.device),
+        )
     if segments > 1:
         per_row = on_cpu_backend(query.device)
         merge_grid = (num_heads, num_tokens) if per_row else (grid_size(rows, query.device),)
