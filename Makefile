@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The Ascend environment comes first so that its lowering tests run inside pytest too.
 test: setup $(ASCEND_VENV)/.installed
 	KF_REQUIRE_ALL=1 $(PY) -m pytest -n 2 --dist loadgroup --timeout 1800 --durations=25 $(PYTEST_ARGS)
+	# Again on the CPU backend's torch tier, which every kernel runs on where no C compiler is.
+	KF_CPU_NATIVE=0 KF_REQUIRE_ALL=1 $(PY) -m pytest -n 2 --timeout 1800 -m "not interpret" tests/kernelforge
 	$(MAKE) check-ascend
 
 test-fast: setup

@@ -6,6 +6,11 @@ generate time, adds bounds checks to every memory access; the launcher's cache k
 must therefore include it. `KF_CPU_COMPILE=1`, read at load time, hands the
 generated compute regions (`regions.py`) to `torch.compile`. Loading a kernel also fixes
 glibc's malloc thresholds once (`allocator.py`), so launches reuse freed temporaries.
+
+A kernel the native tier covers (`c_emit`: everything but `dot`) also carries its C
+source in the module; `load` then compiles it (`c_build`) and launches that instead,
+unless KF_CPU_NATIVE=0, KF_CPU_COMPILE=1 or no C compiler is installed. Sanitized
+modules carry none: the torch tier's checks report the offending offset.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 from kernelforge import ir
 from kernelforge.backends import Launch
+from kernelforge.backends.cpu import c_build, c_emit
 from kernelforge.backends.cpu.allocator import keep_freed_memory
 from kernelforge.backends.cpu.codegen import generate
 
@@ -63,7 +69,14 @@ class CPUBackend:
         return digest.hexdigest()[:16]
 
     def generate(self, kernel: ir.Kernel) -> str:
-        return generate(kernel, sanitize=sanitize_enabled())
+        sanitize = sanitize_enabled()
+        source = generate(kernel, sanitize=sanitize)
+        native = None if sanitize else c_emit.emit(kernel)
+        if native is None:
+            return source
+        return (f"{source}\n\n# The native tier (backends/cpu/c_emit.py), launched instead when a C compiler exists.\n"
+                f"NATIVE_KERNEL = {kernel.name!r}\nNATIVE_KINDS = {c_emit.param_kinds(kernel)!r}\n"
+                f"NATIVE_SITES = {c_emit.access_sites(kernel)!r}\nNATIVE_C = {native!r}\n")
 
     def load(self, source: str, key: str) -> Launch:
         keep_freed_memory()
@@ -74,4 +87,8 @@ class CPUBackend:
         exec(compile(source, filename, "exec"), namespace)
         if compile_enabled():
             compile_regions(namespace)
+        elif "NATIVE_C" in namespace and c_build.enabled():
+            fn = c_build.build(namespace["NATIVE_C"])
+            return c_build.launcher(fn, namespace["NATIVE_KINDS"], namespace["NATIVE_SITES"],
+                                    namespace["NATIVE_KERNEL"])
         return namespace["launch"]

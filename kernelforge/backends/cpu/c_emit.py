@@ -1,0 +1,673 @@
+"""The CPU backend's native tier: a kernel's IR as one C function.
+
+At decode sizes the grid-vectorised torch code costs a fixed ~30-60 us per launch (a
+dozen torch calls, each ~1-3 us of dispatch) where the arithmetic takes well under a
+microsecond. A kernel without `dot` is therefore also emitted as C: the function walks
+the grid program by program, and every run of consecutive elementwise statements over
+blocks of one size becomes a single loop over the block's lanes. A block value used only
+inside its loop is a register there (the C compiler sees `base + start + i` and emits
+contiguous vector loads); the others are arrays on the stack.
+
+Semantics, where the two tiers could differ:
+- Accesses are checked against the tensor's element count: a lane that is on and out
+  of bounds is never performed, and the function returns the access's site number
+  (1-based) so the launcher raises `KernelFault` naming its source line.
+- Within one program, lanes are processed in order, statement by statement per lane.
+  A block whose lanes read what another lane of the same block writes is a data race
+  under Triton too; only such kernels can see a difference.
+- float16/bfloat16 values are held as float and rounded after every op (what torch
+  does for one op on half tensors); sums accumulate in the result's type, in a
+  different order than torch's.
+- `program_id(axis)` loops axis 0 innermost.
+
+`emit(kernel)` returns the C source, or None when the kernel uses what this tier does
+not cover (`dot`, blocks over the stack budget): the torch tier then runs it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from kernelforge import ir
+from kernelforge.backends.cpu.identities import fold_identities
+from kernelforge.ir import DType
+
+FUNCTION = "kf_kernel"
+# Bytes of block arrays a program may keep on the stack (worker threads have small stacks).
+STACK_BUDGET = 512 * 1024
+
+_VALUE_TYPE = {
+    DType.int1: "unsigned char", DType.int8: "signed char", DType.int16: "short",
+    DType.int32: "int", DType.int64: "long long", DType.uint8: "unsigned char",
+    DType.float16: "float", DType.bfloat16: "float", DType.float32: "float", DType.float64: "double",
+}
+_MEMORY_TYPE = {**_VALUE_TYPE, DType.float16: "_Float16", DType.bfloat16: "unsigned short"}
+_ROUND = {DType.float16: "kf_round_f16", DType.bfloat16: "kf_round_bf16"}
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^", "shl": "<<", "shr": ">>",
+          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_MATH = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "sqrt": "sqrt", "cos": "cos", "sin": "sin",
+         "abs": "fabs"}
+# Ops computed lane by lane inside a block loop: every operand is the result's shape
+# (read at the same lane) or a scalar.
+_LANEWISE = {"add", "sub", "mul", "truediv", "floordiv", "mod", "and", "or", "xor", "shl", "shr", "minimum",
+             "maximum", "lt", "le", "gt", "ge", "eq", "ne", "neg", "not", "invert", "exp", "exp2", "log",
+             "log2", "sqrt", "rsqrt", "sigmoid", "abs", "cos", "sin", "cast", "where", "addptr", "arange",
+             "full", "load", "reshape", "expand_dims", "broadcast_to", "trans", "atomic_add"}
+# Lane ops that read their operand at another lane (must be a finished array).
+_REMAPPED = {"broadcast_to", "trans"}
+_REDUCTIONS = {"sum", "max", "min", "argmax"}
+_UNSUPPORTED = {"dot"}
+
+_PRELUDE = r"""#include <math.h>
+#include <string.h>
+static inline float kf_round_f16(float x) { return (float)(_Float16)x; }
+static inline float kf_bf16_to_float(unsigned short b) {
+    unsigned int u = (unsigned int)b << 16; float f; memcpy(&f, &u, 4); return f;
+}
+static inline unsigned short kf_float_to_bf16(float f) {
+    unsigned int u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+static inline float kf_round_bf16(float x) { return kf_bf16_to_float(kf_float_to_bf16(x)); }
+"""
+
+
+class Unsupported(Exception):
+    """The kernel needs the torch tier."""
+
+
+def emit(kernel: ir.Kernel) -> str | None:
+    """C source defining `int kf_kernel(g0, g1, g2, <params>)`, or None (see module docstring)."""
+    try:
+        return _Emitter(fold_identities(kernel)).source()
+    except Unsupported:
+        return None
+
+
+def param_kinds(kernel: ir.Kernel) -> list[str]:
+    """How the launcher passes each runtime parameter: 'ptr' (data pointer and element
+    count), 'int' or 'float'."""
+    return ["ptr" if p.is_pointer else ("float" if p.var.type.dtype.is_float else "int") for p in kernel.params]
+
+
+def access_sites(kernel: ir.Kernel) -> list[str]:
+    """Source text of each checked access, in the order of the site numbers `emit` returns."""
+    return [str(s.loc) if s.loc else "" for s in _accesses(fold_identities(kernel).body)]
+
+
+def _accesses(block: ir.Block) -> list[ir.Assign | ir.Store]:
+    return [s for s in ir.walk(block)
+            if isinstance(s, ir.Store) or (isinstance(s, ir.Assign) and s.op in ("load", "atomic_add"))]
+
+
+@dataclass
+class _Group:
+    """Consecutive lane statements over blocks of `numel` lanes: one C loop."""
+
+    numel: int
+    stmts: list = field(default_factory=list)
+
+
+class _Emitter:
+    def __init__(self, kernel: ir.Kernel) -> None:
+        self.kernel = kernel
+        for s in ir.walk(kernel.body):
+            if isinstance(s, ir.Assign) and s.op in _UNSUPPORTED:
+                raise Unsupported(s.op)
+        self.sites = {id(s): n + 1 for n, s in enumerate(_accesses(kernel.body))}
+        self.params = {p.var.name for p in kernel.params}
+        self.root_dtypes = {p.name: p.var.type.dtype for p in kernel.params if p.is_pointer}
+        self.defs = Counter(s.dst.name for s in ir.walk(kernel.body) if isinstance(s, ir.Assign))
+        self.types: dict[str, ir.BlockType] = {}
+        self.locals: set[str] = set()
+        self.lines: list[str] = []
+        self.depth = 1
+        self.counter = 0
+        self.plan = self._plan_block(kernel.body)
+        self._find_locals()
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan_block(self, block: ir.Block) -> list:
+        """The block's statements with lane statements gathered into `_Group`s."""
+        out: list = []
+        group: _Group | None = None
+        written: set[str] = set()  # by the open loop: a lane reading another lane must wait
+        remapped: set[str] = set()  # read at other lanes by the open loop: must not change in it
+        for s in block.stmts:
+            numel = _lane_numel(s)
+            if numel is not None:
+                src = s.args[0] if isinstance(s, ir.Assign) and s.op in _REMAPPED else None
+                rereads = isinstance(src, ir.Var) and src.type.shape != () and src.name in written
+                overwrites = isinstance(s, ir.Assign) and s.dst.name in remapped
+                if group is None or group.numel != numel or rereads or overwrites:
+                    group = _Group(numel)
+                    out.append(group)
+                    written, remapped = set(), set()
+                group.stmts.append(s)
+                if isinstance(s, ir.Assign):
+                    written.add(s.dst.name)
+                if isinstance(src, ir.Var):
+                    remapped.add(src.name)
+                continue
+            hoistable = (isinstance(s, ir.Assign) and s.dst.type.shape == ()
+                         and s.op not in _REDUCTIONS and s.op not in ("load", "atomic_add"))
+            if hoistable and group is not None and s.dst.name not in _group_reads(group):
+                out.insert(len(out) - 1, s)  # a scalar op the open loop neither reads nor feeds
+                continue
+            group = None
+            if isinstance(s, ir.For):
+                out.append((s, self._plan_block(s.body)))
+            elif isinstance(s, ir.If):
+                out.append((s, self._plan_block(s.then_body), self._plan_block(s.else_body)))
+            else:
+                out.append(s)
+        return out
+
+    def _find_locals(self) -> None:
+        """Block values defined once and read only at their own lane of their own loop."""
+        home: dict[str, int] = {}
+        uses: dict[str, set] = defaultdict(set)
+
+        def visit(plan: list) -> None:
+            for item in plan:
+                if isinstance(item, _Group):
+                    for s in item.stmts:
+                        if isinstance(s, ir.Assign):
+                            home[s.dst.name] = id(item)
+                        for i, a in enumerate(_operands(s)):
+                            if isinstance(a, ir.Var):
+                                lanewise = not (isinstance(s, ir.Assign) and s.op in _REMAPPED)
+                                uses[a.name].add(id(item) if lanewise else None)
+                elif isinstance(item, tuple):
+                    stmt = item[0]
+                    for a in _operands(stmt):
+                        if isinstance(a, ir.Var):
+                            uses[a.name].add(None)
+                    for sub in item[1:]:
+                        visit(sub)
+                else:
+                    for a in _operands(item):
+                        if isinstance(a, ir.Var):
+                            uses[a.name].add(None)
+
+        visit(self.plan)
+        self.locals = {name for name, g in home.items()
+                       if self.defs[name] == 1 and name not in self.params and uses[name] <= {g}}
+
+    # ------------------------------------------------------------------ output
+
+    def source(self) -> str:
+        body_start = len(self.lines)
+        self.emit("for (long long kf_pid2 = 0; kf_pid2 < kf_g2; kf_pid2++)")
+        self.emit("for (long long kf_pid1 = 0; kf_pid1 < kf_g1; kf_pid1++)")
+        self.emit("for (long long kf_pid0 = 0; kf_pid0 < kf_g0; kf_pid0++) {")
+        self.depth += 1
+        self.block(self.plan)
+        self.emit("kf_next_program: ;")
+        self.depth -= 1
+        self.emit("}")
+        self.emit("return 0;")
+        body = self.lines[body_start:]
+        decls = self.declarations()
+        args = ["long long kf_g0", "long long kf_g1", "long long kf_g2"]
+        for p in self.kernel.params:
+            t = p.var.type
+            if p.is_pointer:
+                args += [f"{_MEMORY_TYPE[t.dtype]} *p_{p.name}", f"long long n_{p.name}"]
+            else:
+                args.append(f"{'double' if t.dtype.is_float else 'long long'} a_{p.name}")
+        head = [f"int {FUNCTION}({', '.join(args)}) {{"]
+        return _PRELUDE + "\n".join(head + decls + body + ["}"]) + "\n"
+
+    def declarations(self) -> list[str]:
+        out, stack = [], 0
+        for p in self.kernel.params:
+            if p.is_pointer:  # a pointer value is an element offset from its parameter
+                out.append(f"    long long v_{p.var.name} = 0;")
+            else:
+                ctype = _VALUE_TYPE[p.var.type.dtype]
+                out.append(f"    {ctype} v_{p.var.name} = ({ctype})a_{p.name};")
+        for name, t in sorted(self.types.items()):
+            if name in self.params or name in self.locals:
+                continue
+            ctype = "long long" if t.is_pointer else _VALUE_TYPE[t.dtype]
+            if t.shape == ():
+                out.append(f"    {ctype} v_{name} = 0;")
+            else:
+                stack += t.numel * (8 if t.is_pointer or t.dtype is DType.float64 else
+                                    4 if t.dtype.is_float else t.dtype.itemsize)
+                out.append(f"    {ctype} v_{name}[{t.numel}] __attribute__((aligned(64)));")
+        if stack > STACK_BUDGET:
+            raise Unsupported(f"{stack} bytes of block arrays")
+        return out
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def fresh(self, hint: str) -> str:
+        self.counter += 1
+        return f"kf_{hint}{self.counter}"
+
+    # ------------------------------------------------------------------ statements
+
+    def block(self, plan: list) -> None:
+        for item in plan:
+            if isinstance(item, _Group):
+                self.group(item)
+            elif isinstance(item, tuple) and isinstance(item[0], ir.For):
+                self.for_loop(*item)
+            elif isinstance(item, tuple):
+                self.if_else(*item)
+            elif isinstance(item, ir.Return):
+                self.emit("goto kf_next_program;")
+            elif isinstance(item, ir.Store):
+                self.scalar_store(item)
+            elif item.op in _REDUCTIONS and item.args[0].type.shape != ():
+                self.reduction(item)
+            else:
+                self.note(item.dst)
+                self.emit(f"{self.ref(item.dst)} = {self.expr(item, None)};")
+
+    def for_loop(self, s: ir.For, body: list) -> None:
+        self.note(s.var)
+        lo, hi, step, it = self.fresh("lo"), self.fresh("hi"), self.fresh("step"), self.fresh("it")
+        self.emit("{")
+        self.depth += 1
+        self.emit(f"long long {lo} = {self.val(s.start)}, {hi} = {self.val(s.stop)}, {step} = {self.val(s.step)};")
+        self.emit(f"if ({step} == 0) return -{self.loop_site(s)};")
+        self.emit(f"for (long long {it} = {lo}; {step} > 0 ? {it} < {hi} : {it} > {hi}; {it} += {step}) {{")
+        self.depth += 1
+        self.emit(f"v_{s.var.name} = ({_VALUE_TYPE[s.var.type.dtype]}){it};")
+        self.block(body)
+        self.depth -= 1
+        self.emit("}")
+        self.depth -= 1
+        self.emit("}")
+
+    def loop_site(self, s: ir.For) -> int:
+        return 1 + [x for x in ir.walk(self.kernel.body) if isinstance(x, ir.For)].index(s)
+
+    def if_else(self, s: ir.If, then_plan: list, else_plan: list) -> None:
+        self.emit(f"if ({self.val(s.cond)}) {{")
+        self.depth += 1
+        self.block(then_plan)
+        self.depth -= 1
+        if else_plan:
+            self.emit("} else {")
+            self.depth += 1
+            self.block(else_plan)
+            self.depth -= 1
+        self.emit("}")
+
+    def group(self, g: _Group) -> None:
+        flags = [self.sites[id(s)] for s in g.stmts if id(s) in self.sites]
+        for site in flags:
+            self.emit(f"int kf_bad{site} = 0;")
+        self.emit(f"for (long long i = 0; i < {g.numel}; i++) {{")
+        self.depth += 1
+        for s in g.stmts:
+            if isinstance(s, ir.Store):
+                self.store(s, "i")
+                continue
+            self.note(s.dst)
+            value = self.expr(s, "i")
+            if s.dst.name in self.locals:
+                ctype = "long long" if s.dst.type.is_pointer else _VALUE_TYPE[s.dst.type.dtype]
+                self.emit(f"{ctype} v_{s.dst.name} = {value};")
+            else:
+                self.emit(f"v_{s.dst.name}[i] = {value};")
+        self.depth -= 1
+        self.emit("}")
+        for site in flags:
+            self.emit(f"if (kf_bad{site}) return {site};")
+
+    def note(self, var: ir.Var) -> None:
+        self.types[var.name] = var.type
+
+    # ------------------------------------------------------------------ memory
+
+    def access(self, ptr: ir.Operand, mask: ir.Operand | None, lane: str | None) -> tuple[str, str, str]:
+        """(offset variable, 'lane on and in bounds' variable, its declarations) for one access."""
+        root = _root(ptr)
+        if self.root_dtypes.get(root) != ptr.type.dtype:
+            raise Unsupported(f"a pointer to {ptr.type.dtype} into parameter {root}")
+        off, ok = self.fresh("off"), self.fresh("ok")
+        on = self.val(mask, lane) if mask is not None else "1"
+        decl = (f"long long {off} = {self.val(ptr, lane)}; "
+                f"int {ok} = ({on}) && (unsigned long long){off} < (unsigned long long)n_{root};")
+        return off, ok, decl
+
+    def load_expr(self, s: ir.Assign, lane: str | None) -> str:
+        ptr = s.args[0]
+        mask = s.args[1] if len(s.args) > 1 else None
+        other = self.val(s.args[2], lane) if len(s.args) > 2 else "0"
+        off, ok, decl = self.access(ptr, mask, lane)
+        self.emit(decl)
+        site = self.sites[id(s)]
+        on = self.val(mask, lane) if mask is not None else "1"
+        if lane is None:
+            self.emit(f"if (({on}) && !{ok}) return {site};")
+        else:
+            self.emit(f"kf_bad{site} |= ({on}) && !{ok};")
+        return f"({ok} ? {_from_memory(s.dst.type.dtype, f'p_{_root(ptr)}[{off}]')} : {other})"
+
+    def store(self, s: ir.Store, lane: str | None) -> None:
+        off, ok, decl = self.access(s.ptr, s.mask, lane)
+        self.emit(decl)
+        site = self.sites[id(s)]
+        on = self.val(s.mask, lane) if s.mask is not None else "1"
+        dtype = s.ptr.type.dtype
+        if lane is None:
+            self.emit(f"if (({on}) && !{ok}) return {site};")
+        else:
+            self.emit(f"kf_bad{site} |= ({on}) && !{ok};")
+        self.emit(f"if ({ok}) p_{_root(s.ptr)}[{off}] = {_to_memory(dtype, self.val(s.value, lane))};")
+
+    def scalar_store(self, s: ir.Store) -> None:
+        self.emit("{")
+        self.depth += 1
+        self.store(s, None)
+        self.depth -= 1
+        self.emit("}")
+
+    def atomic_expr(self, s: ir.Assign, lane: str | None) -> str:
+        ptr, value = s.args[0], s.args[1]
+        mask = s.args[2] if len(s.args) > 2 else None
+        off, ok, decl = self.access(ptr, mask, lane)
+        self.emit(decl)
+        site = self.sites[id(s)]
+        on = self.val(mask, lane) if mask is not None else "1"
+        self.emit(f"if (({on}) && !{ok}) return {site};")
+        dtype, root = ptr.type.dtype, _root(ptr)
+        old = self.fresh("old")
+        ctype = _VALUE_TYPE[dtype]
+        self.emit(f"{ctype} {old} = {ok} ? {_from_memory(dtype, f'p_{root}[{off}]')} : 0;")
+        total = _rounded(dtype, f"{old} + {self.val(value, lane)}")
+        self.emit(f"if ({ok}) p_{root}[{off}] = {_to_memory(dtype, total)};")
+        return old
+
+    # ------------------------------------------------------------------ reductions
+
+    def reduction(self, s: ir.Assign) -> None:
+        src, dst = s.args[0], s.dst
+        self.note(dst)
+        shape = src.type.shape
+        axis = s.attrs.get("axis")
+        if axis is None:
+            outer, extent, inner = 1, src.type.numel, 1
+        else:
+            axis %= len(shape)
+            outer, extent, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+        out_t = dst.type
+        ctype = _VALUE_TYPE[out_t.dtype]
+        in_ref = f"v_{src.name}"
+        out_ref = (lambda k: f"v_{dst.name}") if out_t.shape == () else (lambda k: f"v_{dst.name}[{k}]")
+        self.emit("{")
+        self.depth += 1
+        if s.op == "argmax":
+            self.argmax(in_ref, out_ref, outer, extent, inner, src.type.dtype)
+        else:
+            self.fold(s.op, in_ref, out_ref, outer, extent, inner, ctype, out_t.dtype)
+        self.depth -= 1
+        self.emit("}")
+
+    def fold(self, op: str, src: str, out, outer: int, extent: int, inner: int, ctype: str, dtype: DType) -> None:
+        init = {"sum": "0", "max": _lowest(dtype), "min": _highest(dtype)}[op]
+        lanes = 16 if inner == 1 and extent >= 32 else 1
+        acc = self.fresh("acc")
+        self.emit(f"for (long long o = 0; o < {outer}; o++) for (long long j = 0; j < {inner}; j++) {{")
+        self.depth += 1
+        self.emit(f"{ctype} {acc}[{lanes}];")
+        self.emit(f"for (int l = 0; l < {lanes}; l++) {acc}[l] = {init};")
+        self.emit("long long r = 0;")
+        x = f"({ctype}){src}[(o * {extent} + r + l) * {inner} + j]"
+        self.emit(f"for (; r + {lanes} <= {extent}; r += {lanes}) for (int l = 0; l < {lanes}; l++) "
+                  f"{acc}[l] = {_combine(op, f'{acc}[l]', x)};")
+        x_tail = f"({ctype}){src}[(o * {extent} + r) * {inner} + j]"
+        self.emit(f"for (; r < {extent}; r++) {acc}[0] = {_combine(op, f'{acc}[0]', x_tail)};")
+        self.emit(f"for (int l = 1; l < {lanes}; l++) {acc}[0] = {_combine(op, f'{acc}[0]', f'{acc}[l]')};")
+        self.emit(f"{out(f'o * {inner} + j')} = {_rounded(dtype, f'{acc}[0]')};")
+        self.depth -= 1
+        self.emit("}")
+
+    def argmax(self, src: str, out, outer: int, extent: int, inner: int, dtype: DType) -> None:
+        ctype = _VALUE_TYPE[dtype]
+        self.emit(f"for (long long o = 0; o < {outer}; o++) for (long long j = 0; j < {inner}; j++) {{")
+        self.depth += 1
+        self.emit(f"{ctype} best = {src}[o * {extent} * {inner} + j]; int at = 0;")
+        self.emit(f"for (long long r = 1; r < {extent}; r++) {{")
+        self.emit(f"    {ctype} x = {src}[(o * {extent} + r) * {inner} + j];")
+        nan = " || (x != x && best == best)" if dtype.is_float else ""
+        self.emit(f"    if (x > best{nan}) {{ best = x; at = (int)r; }}")
+        self.emit("}")
+        self.emit(f"{out(f'o * {inner} + j')} = at;")
+        self.depth -= 1
+        self.emit("}")
+
+    # ------------------------------------------------------------------ expressions
+
+    def ref(self, var: ir.Var, lane: str | None = None) -> str:
+        if var.type.shape == () or var.name in self.locals or lane is None:
+            return f"v_{var.name}"
+        return f"v_{var.name}[{lane}]"
+
+    def val(self, a: ir.Operand, lane: str | None = None) -> str:
+        if isinstance(a, ir.Const):
+            return _literal(a)
+        return self.ref(a, lane)
+
+    def expr(self, s: ir.Assign, lane: str | None) -> str:
+        op, args, t = s.op, s.args, s.dst.type
+        dtype = t.dtype
+        v = [self.val(a, lane) for a in args] if op not in _REMAPPED else []
+        if op == "program_id":
+            return f"({_VALUE_TYPE[dtype]})kf_pid{s.attrs['axis']}"
+        if op == "num_programs":
+            return f"({_VALUE_TYPE[dtype]})kf_g{s.attrs['axis']}"
+        if op == "arange":
+            return f"({_VALUE_TYPE[dtype]})({s.attrs['start']} + {lane})"
+        if op in ("full", "reshape", "expand_dims"):
+            return v[0]
+        if op in _REMAPPED:
+            return self.remapped(s, lane)
+        if op == "load":
+            return self.load_expr(s, lane)
+        if op == "atomic_add":
+            return self.atomic_expr(s, lane)
+        if op in ("sum", "max", "min", "argmax"):  # of a scalar
+            return v[0] if op != "argmax" else "0"
+        if op == "addptr":
+            return f"({v[0]} + (long long)({v[1]}))"
+        if op == "cast" and t.is_pointer:
+            if dtype != args[0].type.dtype:
+                raise Unsupported("a pointer cast to another element type")
+            return v[0]
+        if op == "cast":
+            return _cast(v[0], args[0].type.dtype, dtype)
+        if op == "where":
+            return f"({v[0]} ? {v[1]} : {v[2]})"
+        if op in ("lt", "le", "gt", "ge", "eq", "ne"):
+            return f"({v[0]} {_INFIX[op]} {v[1]})"
+        if op in _INFIX:
+            return _rounded(dtype, f"({_VALUE_TYPE[dtype]})({v[0]} {_INFIX[op]} {v[1]})")
+        if op == "truediv":
+            return _rounded(dtype, f"({v[0]} / {v[1]})")
+        if op == "floordiv":
+            if dtype.is_float:
+                return _rounded(dtype, f"{_math('floor', dtype)}({v[0]} / {v[1]})")
+            return f"({v[1]} == 0 ? 0 : ({_VALUE_TYPE[dtype]})({v[0]} / {v[1]}))"
+        if op == "mod":
+            if dtype.is_float:
+                return _rounded(dtype, f"{_math('fmod', dtype)}({v[0]}, {v[1]})")
+            return f"({v[1]} == 0 ? 0 : ({_VALUE_TYPE[dtype]})({v[0]} % {v[1]}))"
+        if op in ("minimum", "maximum"):
+            return _pick(op, v[0], v[1], dtype)
+        if op == "neg":
+            return f"({_VALUE_TYPE[dtype]})(-{v[0]})"
+        if op == "not":
+            return f"(!{v[0]})"
+        if op == "invert":
+            return f"(!{v[0]})" if dtype.is_bool else f"({_VALUE_TYPE[dtype]})(~{v[0]})"
+        if op == "rsqrt":
+            return _rounded(dtype, f"(1 / {_math('sqrt', dtype)}({v[0]}))")
+        if op == "sigmoid":
+            return _rounded(dtype, f"(1 / (1 + {_math('exp', dtype)}(-{v[0]})))")
+        if op in _MATH:
+            if op == "abs" and not dtype.is_float:
+                return f"({_VALUE_TYPE[dtype]})({v[0]} < 0 ? -{v[0]} : {v[0]})"
+            return _rounded(dtype, f"{_math(_MATH[op], dtype)}({v[0]})")
+        raise Unsupported(op)
+
+    def remapped(self, s: ir.Assign, lane: str | None) -> str:
+        """`broadcast_to`/`trans`: the source lane this result lane reads."""
+        src = s.args[0]
+        if src.type.shape == () or lane is None:
+            return self.val(src, lane)
+        out_shape = s.dst.type.shape
+        in_shape = src.type.shape
+        if s.op == "trans":
+            perm = s.attrs["perm"]
+            in_strides = _strides(in_shape)
+            strides = [in_strides[perm[d]] for d in range(len(out_shape))]
+        else:
+            padded = (1,) * (len(out_shape) - len(in_shape)) + tuple(in_shape)
+            strides = [0 if n == 1 else st for n, st in zip(padded, _strides(padded))]
+        terms = []
+        inner = 1
+        for d in reversed(range(len(out_shape))):
+            if strides[d] and out_shape[d] > 1:
+                index = lane if inner == 1 else f"({lane} / {inner})"
+                if d > 0:
+                    index = f"({index} % {out_shape[d]})"
+                terms.append(f"{index} * {strides[d]}" if strides[d] != 1 else index)
+            inner *= out_shape[d]
+        return f"v_{src.name}[{' + '.join(terms) or '0'}]"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _lane_numel(s: ir.Stmt) -> int | None:
+    """Lanes of the loop a statement joins, or None when it is not a lane statement."""
+    if isinstance(s, ir.Store):
+        shape = s.ptr.type.shape
+        return math.prod(shape) if shape != () else None
+    if isinstance(s, ir.Assign) and s.op in _LANEWISE and s.dst.type.shape != ():
+        return s.dst.type.numel
+    return None
+
+
+def _operands(s: ir.Stmt) -> list[ir.Operand]:
+    if isinstance(s, ir.Assign):
+        return list(s.args)
+    if isinstance(s, ir.Store):
+        return [x for x in (s.ptr, s.value, s.mask) if x is not None]
+    if isinstance(s, ir.For):
+        return [s.start, s.stop, s.step]
+    if isinstance(s, ir.If):
+        return [s.cond]
+    return []
+
+
+def _operand_names(s: ir.Stmt) -> set[str]:
+    return {a.name for a in _operands(s) if isinstance(a, ir.Var)}
+
+
+def _group_reads(g: _Group) -> set[str]:
+    return set().union(*(_operand_names(s) for s in g.stmts))
+
+
+def _root(ptr: ir.Operand) -> str:
+    if not isinstance(ptr, ir.Var) or ptr.root is None:
+        raise Unsupported("a pointer without a root parameter")
+    return ptr.root
+
+
+def _strides(shape) -> list[int]:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return out[::-1]
+
+
+def _literal(c: ir.Const) -> str:
+    d = c.type.dtype
+    if d.is_float:
+        v = float(c.value)
+        if math.isnan(v):
+            return "NAN"
+        if math.isinf(v):
+            return "INFINITY" if v > 0 else "(-INFINITY)"
+        return f"(({_VALUE_TYPE[d]}){v!r})"
+    if d.is_bool:
+        return "1" if c.value else "0"
+    return f"(({_VALUE_TYPE[d]}){int(c.value)}LL)"
+
+
+def _math(name: str, dtype: DType) -> str:
+    """The C math function for `dtype`'s value type (float functions for 32 bits and less)."""
+    return name if dtype is DType.float64 else f"{name}f"
+
+
+def _rounded(dtype: DType, expr: str) -> str:
+    return f"{_ROUND[dtype]}({expr})" if dtype in _ROUND else expr
+
+
+def _cast(x: str, src: DType, dst: DType) -> str:
+    if src == dst:
+        return x
+    if dst.is_bool:
+        return f"({x} != 0)"
+    return _rounded(dst, f"({_VALUE_TYPE[dst]})({x})")
+
+
+def _from_memory(dtype: DType, x: str) -> str:
+    if dtype is DType.bfloat16:
+        return f"kf_bf16_to_float({x})"
+    if dtype is DType.float16:
+        return f"(float){x}"
+    return x
+
+
+def _to_memory(dtype: DType, x: str) -> str:
+    if dtype is DType.bfloat16:
+        return f"kf_float_to_bf16({x})"
+    if dtype is DType.float16:
+        return f"(_Float16)({x})"
+    if dtype.is_bool:
+        return f"(unsigned char)(({x}) != 0)"
+    return x
+
+
+def _pick(op: str, a: str, b: str, dtype: DType) -> str:
+    """torch.minimum/maximum: NaN in either operand gives NaN."""
+    better = "<" if op == "minimum" else ">"
+    if dtype.is_float:
+        return f"(({a}) != ({a}) || ({a}) {better} ({b}) ? ({a}) : ({b}))"
+    return f"(({a}) {better} ({b}) ? ({a}) : ({b}))"
+
+
+def _combine(op: str, acc: str, x: str) -> str:
+    if op == "sum":
+        return f"{acc} + {x}"
+    return _pick("maximum" if op == "max" else "minimum", x, acc, DType.float32)
+
+
+def _lowest(dtype: DType) -> str:
+    if dtype.is_float:
+        return "(-INFINITY)"
+    return str(-(1 << (dtype.bits - 1))) + "LL" if dtype.is_signed else "0"
+
+
+def _highest(dtype: DType) -> str:
+    if dtype.is_float:
+        return "INFINITY"
+    if dtype.is_bool:
+        return "1"
+    return str((1 << (dtype.bits - (1 if dtype.is_signed else 0))) - 1) + "LL"

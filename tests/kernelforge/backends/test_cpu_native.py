@@ -1,0 +1,215 @@
+"""The CPU backend's native tier (`c_emit` + `c_build`): when it runs, that it computes
+what the torch tier computes, and that it never performs an out-of-bounds lane.
+
+The DSL's semantics and the LLM kernels are checked on both tiers by the rest of the
+suite (`make test` runs the CPU tests a second time with KF_CPU_NATIVE=0).
+"""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernelforge as kf
+import kernelforge.language as kl
+from kernelforge.backends.cpu import c_build, c_emit
+
+pytestmark = pytest.mark.skipif(c_build.compiler() is None, reason="no C compiler (the native tier is off)")
+
+FLOATS = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@kf.jit
+def chain_kernel(x_ptr, y_ptr, out_ptr, n, scale, BLOCK: kl.constexpr):
+    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
+    mask = offs < n
+    x = kl.load(x_ptr + offs, mask=mask, other=1.0)
+    y = kl.load(y_ptr + offs, mask=mask, other=1.0)
+    z = x * y + x / y - kl.exp(y) * scale
+    z = kl.where(x > y, kl.maximum(z, x), kl.minimum(z, y))
+    kl.store(out_ptr + offs, z, mask=mask)
+
+
+@kf.jit
+def row_stats_kernel(x_ptr, out_ptr, n_cols, BLOCK: kl.constexpr):
+    row = kl.program_id(0)
+    cols = kl.arange(0, BLOCK)
+    x = kl.load(x_ptr + row * n_cols + cols, mask=cols < n_cols, other=-float("inf"))
+    peak = kl.max(x, axis=0)
+    total = kl.sum(kl.where(cols < n_cols, kl.exp(x - peak), 0.0), axis=0)
+    kl.store(out_ptr + row * 3, peak)
+    kl.store(out_ptr + row * 3 + 1, total)
+    kl.store(out_ptr + row * 3 + 2, kl.argmax(x, axis=0).to(kl.float32))
+
+
+@kf.jit
+def outer_kernel(a_ptr, b_ptr, out_ptr, M: kl.constexpr, N: kl.constexpr):
+    a = kl.load(a_ptr + kl.arange(0, M))
+    b = kl.load(b_ptr + kl.arange(0, N))
+    prod = a[:, None] * b[None, :]
+    kl.store(out_ptr + kl.arange(0, N)[:, None] * M + kl.arange(0, M)[None, :], kl.trans(prod, (1, 0)))
+
+
+@kf.jit
+def gather_kernel(x_ptr, idx_ptr, out_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK)
+    kl.store(out_ptr + offs, kl.load(x_ptr + kl.load(idx_ptr + offs)))
+
+
+@kf.jit
+def scatter_kernel(idx_ptr, out_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK)
+    kl.store(out_ptr + kl.load(idx_ptr + offs), offs.to(kl.float32))
+
+
+@kf.jit
+def dot_kernel(a_ptr, b_ptr, c_ptr, N: kl.constexpr):
+    i = kl.arange(0, N)
+    a = kl.load(a_ptr + i[:, None] * N + i[None, :])
+    b = kl.load(b_ptr + i[:, None] * N + i[None, :])
+    kl.store(c_ptr + i[:, None] * N + i[None, :], kl.dot(a, b))
+
+
+def both_tiers(launch):
+    """`launch()`'s result on the native tier, then on the torch tier."""
+    results = []
+    for flag in ("1", "0"):
+        with mock.patch.dict(os.environ, {"KF_CPU_NATIVE": flag}):
+            results.append(launch())
+    return tuple(results)
+
+
+def test_a_dot_free_kernel_carries_c_and_a_dot_kernel_does_not(fresh_kernel_cache):
+    assert "NATIVE_C = " in chain_kernel.source("cpu", x_ptr="*fp32", y_ptr="*fp32", out_ptr="*fp32",
+                                                 scale="fp32", BLOCK=64)
+    assert "NATIVE_C = " not in dot_kernel.source("cpu", N=16)
+
+
+def test_sanitized_modules_carry_no_c(fresh_kernel_cache, monkeypatch):
+    monkeypatch.setenv("KF_SANITIZE", "1")
+    assert "NATIVE_C = " not in chain_kernel.source("cpu", x_ptr="*fp32", y_ptr="*fp32", out_ptr="*fp32",
+                                                     scale="fp32", BLOCK=64)
+
+
+def test_the_launch_is_native_unless_turned_off(fresh_kernel_cache, monkeypatch):
+    x = torch.randn(100)
+    out = torch.empty(100)
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    chain_kernel[(2,)](x, x, out, 100, 0.5, BLOCK=64)
+    plans = list(chain_kernel._plans.values())
+    assert any("native" in plan.launch.__code__.co_filename for plan in plans)
+    monkeypatch.setenv("KF_CPU_NATIVE", "0")
+    chain_kernel[(2,)](x, x, out, 100, 0.5, BLOCK=64)
+    plans = list(chain_kernel._plans.values())
+    assert any("native" not in plan.launch.__code__.co_filename for plan in plans)
+
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(1, 300), block=st.sampled_from([16, 64, 128]), dtype=st.sampled_from(FLOATS),
+       seed=st.integers(0, 2**31 - 1), scale=st.floats(-2, 2))
+def test_elementwise_chain_matches_the_torch_tier(n, block, dtype, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g).to(dtype)
+    y = (torch.rand(n, generator=g) + 0.5).to(dtype)
+
+    def launch():
+        out = torch.full((n,), 7.0, dtype=dtype)
+        chain_kernel[(kf.cdiv(n, block),)](x, y, out, n, scale, BLOCK=block)
+        return out
+
+    native, torch_tier = both_tiers(launch)
+    # Each op rounds to float16/bfloat16 in both tiers; they may differ by the last bit
+    # where an intermediate lands on a rounding boundary.
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    torch.testing.assert_close(native.float(), torch_tier.float(), atol=tol, rtol=tol)
+
+
+@settings(deadline=None, max_examples=30)
+@given(rows=st.integers(1, 9), n_cols=st.integers(1, 200), seed=st.integers(0, 2**31 - 1),
+       nan_at=st.none() | st.integers(0, 199))
+def test_reductions_match_the_torch_tier(rows, n_cols, seed, nan_at):
+    x = torch.randn(rows, n_cols, generator=torch.Generator().manual_seed(seed))
+    if nan_at is not None and nan_at < n_cols:
+        x[0, nan_at] = float("nan")
+    block = max(16, 1 << (n_cols - 1).bit_length())
+
+    def launch():
+        out = torch.zeros(rows, 3)
+        row_stats_kernel[(rows,)](x, out, n_cols, BLOCK=block)
+        return out
+
+    native, torch_tier = both_tiers(launch)
+    torch.testing.assert_close(native, torch_tier, equal_nan=True)
+    torch.testing.assert_close(native[:, 0], x.amax(dim=1), equal_nan=True)
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (4, 8), (16, 2)])
+def test_broadcasts_and_transposes_match_the_torch_tier(m, n):
+    a, b = torch.randn(m), torch.randn(n)
+
+    def launch():
+        out = torch.zeros(n, m)
+        outer_kernel[(1,)](a, b, out, M=m, N=n)
+        return out
+
+    native, torch_tier = both_tiers(launch)
+    torch.testing.assert_close(native, torch_tier)
+    torch.testing.assert_close(native, torch.outer(a, b).T)
+
+
+def test_an_out_of_bounds_load_is_a_fault_naming_the_line(monkeypatch):
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    x, idx, out = torch.randn(8), torch.tensor([0, 1, 2, 8]), torch.zeros(4)
+    with pytest.raises(kf.KernelFault, match=r"in kernel 'gather_kernel'(.|\n)*kl.load\(x_ptr"):
+        gather_kernel[(1,)](x, idx, out, BLOCK=4)
+
+
+@pytest.mark.parametrize("bad", [4, -1, 1 << 40])
+def test_an_out_of_bounds_store_lane_is_not_performed(monkeypatch, bad):
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    storage = torch.zeros(8)
+    out = storage[:4]  # the lanes past it would land in storage[4:]
+    idx = torch.tensor([0, 1, 2, bad])
+    with pytest.raises(kf.KernelFault, match="in kernel 'scatter_kernel'"):
+        scatter_kernel[(1,)](idx, out, BLOCK=4)
+    assert storage[4:].eq(0).all()
+
+
+def test_a_zero_loop_step_is_an_error(monkeypatch):
+    @kf.jit
+    def stepped(out_ptr, step):
+        total = kl.zeros([], dtype=kl.int32)
+        for i in range(0, 4, step):
+            total = total + i
+        kl.store(out_ptr, total)
+
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    out = torch.zeros(1, dtype=torch.int32)
+    stepped[(1,)](out, 1)
+    assert out.item() == 6
+    with pytest.raises(ValueError, match="step is zero"):
+        stepped[(1,)](out, 0)
+
+
+def test_a_library_is_compiled_once_per_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(c_build, "_loaded", {})
+    source = c_emit.emit(gather_kernel.specialize(["*fp32", "*i64", "*fp32"], {"BLOCK": 4}))
+    c_build.build(source)
+    built = list((tmp_path / "cpu-native").rglob("*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    c_build._loaded.clear()
+    c_build.build(source)
+    assert built[0].stat().st_mtime_ns == mtime
+
+
+def test_a_compiler_error_names_the_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
+    with pytest.raises(c_build.NativeBuildError, match="failed on a generated kernel"):
+        c_build.build("int kf_kernel( {")
