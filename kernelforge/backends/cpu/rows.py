@@ -38,6 +38,7 @@ from kernelforge.backends.cpu.views import (Aff, _clip, _live, _no_overlap, _pad
 Dyn = tuple  # (tensor or int, coef: int, dims: tuple[int | None, ...], per_program: bool)
 
 _plans: dict[tuple, "_Plan"] = {}
+_LEADING_DIMS = tuple(tuple(range(n)) for n in range(8))  # dims (0, 1, ..., n - 1)
 
 
 def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
@@ -45,6 +46,10 @@ def _place(v: Value, dims: tuple, rank: int, per_program: bool) -> Value:
     if not isinstance(v, torch.Tensor):
         return v
     lead = 1 if per_program else 0
+    if v.dim() == lead + len(dims) and len(dims) <= rank < len(_LEADING_DIMS) and dims == _LEADING_DIMS[len(dims)]:
+        # Tensor dim i is block dim i (a row start `slot[:, None]`): one view, no permute.
+        v = v.view(*v.shape, *((1,) * (rank - len(dims))))
+        return v if per_program else v.unsqueeze(0)
     keep = [i for i, d in enumerate(dims) if d is not None]
     sizes = [v.shape[lead + i] for i in keep]
     v = v.reshape((*v.shape[:lead], *sizes))
@@ -62,23 +67,47 @@ def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[in
     """The value of an affine-plus-dyn form as an int64 tensor that broadcasts to
     `[G or 1, *dims_shape]` (callers expand it).
 
-    A zero affine part and unit coefficients add nothing: the common row start (one
-    int64 offset tensor) comes back as a view, with no op run on it, and then has no
-    leading program axis when that tensor does not vary per program.
+    Every term is widened to int64 before it is scaled: an int32 row number times a row's
+    element count may pass 2**31. A zero affine part and unit coefficients add nothing:
+    the common row start (one int64 offset tensor) comes back as a view, with no op run
+    on it, and then has no leading program axis when that tensor does not vary per
+    program. A dyn term is scaled and added in one op (`torch.add`'s alpha).
     """
     rank = len(dims_shape)
     base, pid, blk = aff
     out = None
-    if base or any(pid) or any(blk) or not dyn:
+    constant = 0  # the part not yet added to `out`
+    if any(blk) or not dyn:
         out = values(P, aff, dims_shape)
         out = out if any(pid) else out.unsqueeze(0)
+    elif any(pid):
+        out = _program_offsets(P, base, pid, rank)
+    else:
+        constant = base
     for v, coef, dims, per_program in dyn:
         term = _place(v, dims, rank, per_program)
-        term = term if coef == 1 else term * coef
-        out = term if out is None else out + term
-    if not isinstance(out, torch.Tensor):  # a lone constant dyn term
-        return torch.full((1,) * (rank + 1), out, dtype=torch.int64)
-    return out if out.dtype == torch.int64 else out.long()
+        if not isinstance(term, torch.Tensor):
+            constant += term * coef
+        elif out is None:
+            term = term if term.dtype == torch.int64 else term.long()
+            out = term if coef == 1 else term * coef
+        else:
+            out = torch.add(out, term, alpha=coef)
+    if out is None:  # constant dyn terms only
+        return torch.full((1,) * (rank + 1), constant, dtype=torch.int64)
+    return out + constant if constant else out
+
+
+def _program_offsets(P: Programs, base: int, pid: tuple[int, ...], rank: int) -> torch.Tensor:
+    """`base + sum(c_k * program_id(k))` as int64 `[G, 1, ...]` (rank ones)."""
+    out = None
+    for axis, c in enumerate(pid):
+        if c:
+            term = P.pid_index(axis) * c
+            out = term if out is None else out.add_(term)
+    if base:
+        out.add_(base)
+    return out.view(-1, *((1,) * rank))
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,29 @@ def test_row_starts_add_the_affine_base_and_scaled_terms(base, coef):
     torch.testing.assert_close(got, (first + torch.arange(3)).float())
 
 
+@pytest.mark.parametrize("base", [0, 5])
+@pytest.mark.parametrize("pid_coefs", [(0, 0, 0), (0, 64, 0), (7, 0, 3)])
+def test_row_starts_add_program_terms_and_scaled_rows(base, pid_coefs):
+    """`base + sum(c_k * program_id(k)) + coef * slot` (K/V rows of a KV head's slots)."""
+    t = torch.arange(2000.0)
+    P = Programs((2, 3, 2))
+    slots = torch.randint(0, 8, (P.G, 5), dtype=torch.int32)
+    got = rows.load_rows(t, P, (base, pid_coefs, (0, 1)), (5, 4), 1, True, dyn=((slots, 192, (0,), True),))
+    program = sum(c * P.pid(axis).long() for axis, c in enumerate(pid_coefs))
+    first = base + program[:, None, None] + 192 * slots.long()[..., None]
+    torch.testing.assert_close(got, (first + torch.arange(4)).float())
+
+
+@pytest.mark.parametrize("pid_coefs", [(0, 0, 0), (0, 64, 0)])
+def test_row_starts_of_int32_rows_are_computed_in_int64(pid_coefs):
+    """An int32 slot times a row's element count passes 2**31 in a large cache: the start
+    must not wrap (it would read another row, or fault)."""
+    slots = torch.tensor([[2**24, 3]], dtype=torch.int32)
+    starts = rows._evaluate(Programs((1, 1, 1)), (0, pid_coefs, (0,)), ((slots, 4096, (0,), True),), (2,))
+    assert starts.dtype == torch.int64
+    assert starts.reshape(-1).tolist() == [2**24 * 4096, 3 * 4096]
+
+
 def test_a_constant_row_term_with_no_affine_part():
     P = Programs((2, 1, 1))
     got = rows.load_rows(torch.arange(20.0), P, (0, (0, 0, 0), (0, 1)), (1, 4), 1, True, dyn=((6, 1, (0,), True),))
