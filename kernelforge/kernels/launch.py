@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from kernelforge.backends import num_cores, select_backend_name
+from kernelforge.backends.cpu import c_build
 
 
 def persistent(device: torch.device) -> bool:
@@ -35,6 +36,13 @@ def grid_size(n_work: int, device: torch.device) -> int:
 def on_cpu_backend(device: torch.device) -> bool:
     """Whether launches on `device` go to the grid-vectorised CPU backend."""
     return select_backend_name(device) == "cpu"
+
+
+def on_native_cpu(device: torch.device) -> bool:
+    """Whether dot-free kernels launched on `device` run as compiled C (the CPU backend's
+    native tier): program by program, where lanes past the data cost as much as real
+    ones, so small blocks that waste none win."""
+    return on_cpu_backend(device) and c_build.enabled()
 
 
 def flat_view(t: Tensor) -> Tensor:

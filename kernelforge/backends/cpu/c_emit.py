@@ -110,6 +110,22 @@ class _Group:
 
     numel: int
     stmts: list = field(default_factory=list)
+    written: set = field(default_factory=set)  # a lane reading another lane must wait for the loop's end
+    remapped: set = field(default_factory=set)  # read at other lanes: must not change within the loop
+
+    def accepts(self, s: ir.Stmt) -> bool:
+        src = _remapped_source(s)
+        if src is not None and src.name in self.written:
+            return False
+        return not (isinstance(s, ir.Assign) and s.dst.name in self.remapped)
+
+    def add(self, s: ir.Stmt) -> None:
+        self.stmts.append(s)
+        if isinstance(s, ir.Assign):
+            self.written.add(s.dst.name)
+        src = _remapped_source(s)
+        if src is not None:
+            self.remapped.add(src.name)
 
 
 class _Emitter:
@@ -125,6 +141,7 @@ class _Emitter:
         self.types: dict[str, ir.BlockType] = {}
         self.locals: set[str] = set()
         self.lines: list[str] = []
+        self.unchecked: set[int] = set()  # accesses proved in bounds for the loop being emitted
         self.depth = 1
         self.counter = 0
         self.plan = self._plan_block(kernel.body)
@@ -133,31 +150,34 @@ class _Emitter:
     # ------------------------------------------------------------------ planning
 
     def _plan_block(self, block: ir.Block) -> list:
-        """The block's statements with lane statements gathered into `_Group`s."""
+        """The block's statements with lane statements gathered into `_Group`s.
+
+        A pure statement (no memory access) that neither reads nor feeds the open loop
+        moves before it: a scalar, or a lane statement of another size (the `[:, None]`
+        and `[None, :]` of a 2-D block), which then joins the loop just before when it
+        can. The open loop then stays one loop.
+        """
         out: list = []
         group: _Group | None = None
-        written: set[str] = set()  # by the open loop: a lane reading another lane must wait
-        remapped: set[str] = set()  # read at other lanes by the open loop: must not change in it
         for s in block.stmts:
             numel = _lane_numel(s)
+            if group is not None and _movable(s) and not (_operand_names(s) & group.written) \
+                    and s.dst.name not in _group_reads(group) | group.written:
+                before = out[-2] if len(out) > 1 else None
+                if numel is None:
+                    out.insert(len(out) - 1, s)
+                elif numel != group.numel:
+                    if not (isinstance(before, _Group) and before.numel == numel and before.accepts(s)):
+                        before = _Group(numel)
+                        out.insert(len(out) - 1, before)
+                    before.add(s)
+                if numel != group.numel:
+                    continue
             if numel is not None:
-                src = s.args[0] if isinstance(s, ir.Assign) and s.op in _REMAPPED else None
-                rereads = isinstance(src, ir.Var) and src.type.shape != () and src.name in written
-                overwrites = isinstance(s, ir.Assign) and s.dst.name in remapped
-                if group is None or group.numel != numel or rereads or overwrites:
+                if group is None or group.numel != numel or not group.accepts(s):
                     group = _Group(numel)
                     out.append(group)
-                    written, remapped = set(), set()
-                group.stmts.append(s)
-                if isinstance(s, ir.Assign):
-                    written.add(s.dst.name)
-                if isinstance(src, ir.Var):
-                    remapped.add(src.name)
-                continue
-            hoistable = (isinstance(s, ir.Assign) and s.dst.type.shape == ()
-                         and s.op not in _REDUCTIONS and s.op not in ("load", "atomic_add"))
-            if hoistable and group is not None and s.dst.name not in _group_reads(group):
-                out.insert(len(out) - 1, s)  # a scalar op the open loop neither reads nor feeds
+                group.add(s)
                 continue
             group = None
             if isinstance(s, ir.For):
@@ -305,7 +325,26 @@ class _Emitter:
         self.emit("}")
 
     def group(self, g: _Group) -> None:
-        flags = [self.sites[id(s)] for s in g.stmts if id(s) in self.sites]
+        """The group's loop; when some accesses' offsets are affine in the lane, a second
+        copy without their per-lane bounds checks runs if both ends are in bounds."""
+        proven = self.affine_bounds(g)
+        if not proven:
+            self.group_loop(g)
+            return
+        self.emit(f"if ({' && '.join(proven.values())}) {{")
+        self.depth += 1
+        self.unchecked = set(proven)
+        self.group_loop(g)
+        self.unchecked = set()
+        self.depth -= 1
+        self.emit("} else {")
+        self.depth += 1
+        self.group_loop(g)
+        self.depth -= 1
+        self.emit("}")
+
+    def group_loop(self, g: _Group) -> None:
+        flags = [self.sites[id(s)] for s in g.stmts if id(s) in self.sites and id(s) not in self.unchecked]
         for site in flags:
             self.emit(f"int kf_bad{site} = 0;")
         self.emit(f"for (long long i = 0; i < {g.numel}; i++) {{")
@@ -326,45 +365,76 @@ class _Emitter:
         for site in flags:
             self.emit(f"if (kf_bad{site}) return {site};")
 
+    def affine_bounds(self, g: _Group) -> dict[int, str]:
+        """Per access whose offset is `base + coef * lane` (base uniform over the loop), the C
+        condition that its first and last lanes are in bounds: then every lane is."""
+        forms: dict[str, tuple[str, int]] = {}
+
+        def form(a: ir.Operand) -> tuple[str, int] | None:
+            if a.type.dtype.is_float and not a.type.is_pointer:
+                return None
+            if isinstance(a, ir.Const):
+                return (_literal(a), 0)
+            return (f"v_{a.name}", 0) if a.type.shape == () else forms.get(a.name)
+
+        proven = {}
+        for s in g.stmts:
+            if id(s) in self.sites:
+                ptr = s.ptr if isinstance(s, ir.Store) else s.args[0]
+                f = form(ptr)
+                if f is not None:
+                    base, coef = f
+                    last = f"({base} + {coef * (g.numel - 1)}LL)"
+                    n = f"(unsigned long long)n_{_root(ptr)}"
+                    proven[id(s)] = f"(unsigned long long)({base}) < {n} && (unsigned long long){last} < {n}"
+            if isinstance(s, ir.Assign):
+                f = _affine(s, form)
+                if f is None:
+                    forms.pop(s.dst.name, None)
+                else:
+                    forms[s.dst.name] = f
+        return proven
+
     def note(self, var: ir.Var) -> None:
         self.types[var.name] = var.type
 
     # ------------------------------------------------------------------ memory
 
-    def access(self, ptr: ir.Operand, mask: ir.Operand | None, lane: str | None) -> tuple[str, str, str]:
+    def access(self, s: ir.Stmt, ptr: ir.Operand, mask: ir.Operand | None, lane: str | None
+               ) -> tuple[str, str, str]:
         """(offset variable, 'lane on and in bounds' variable, its declarations) for one access."""
         root = _root(ptr)
         if self.root_dtypes.get(root) != ptr.type.dtype:
             raise Unsupported(f"a pointer to {ptr.type.dtype} into parameter {root}")
         off, ok = self.fresh("off"), self.fresh("ok")
         on = self.val(mask, lane) if mask is not None else "1"
-        decl = (f"long long {off} = {self.val(ptr, lane)}; "
-                f"int {ok} = ({on}) && (unsigned long long){off} < (unsigned long long)n_{root};")
+        bounds = "" if id(s) in self.unchecked else f" && (unsigned long long){off} < (unsigned long long)n_{root}"
+        decl = f"long long {off} = {self.val(ptr, lane)}; int {ok} = ({on}){bounds};"
         return off, ok, decl
 
     def load_expr(self, s: ir.Assign, lane: str | None) -> str:
         ptr = s.args[0]
         mask = s.args[1] if len(s.args) > 1 else None
         other = self.val(s.args[2], lane) if len(s.args) > 2 else "0"
-        off, ok, decl = self.access(ptr, mask, lane)
+        off, ok, decl = self.access(s, ptr, mask, lane)
         self.emit(decl)
         site = self.sites[id(s)]
         on = self.val(mask, lane) if mask is not None else "1"
         if lane is None:
             self.emit(f"if (({on}) && !{ok}) return {site};")
-        else:
+        elif id(s) not in self.unchecked:
             self.emit(f"kf_bad{site} |= ({on}) && !{ok};")
         return f"({ok} ? {_from_memory(s.dst.type.dtype, f'p_{_root(ptr)}[{off}]')} : {other})"
 
     def store(self, s: ir.Store, lane: str | None) -> None:
-        off, ok, decl = self.access(s.ptr, s.mask, lane)
+        off, ok, decl = self.access(s, s.ptr, s.mask, lane)
         self.emit(decl)
         site = self.sites[id(s)]
         on = self.val(s.mask, lane) if s.mask is not None else "1"
         dtype = s.ptr.type.dtype
         if lane is None:
             self.emit(f"if (({on}) && !{ok}) return {site};")
-        else:
+        elif id(s) not in self.unchecked:
             self.emit(f"kf_bad{site} |= ({on}) && !{ok};")
         self.emit(f"if ({ok}) p_{_root(s.ptr)}[{off}] = {_to_memory(dtype, self.val(s.value, lane))};")
 
@@ -378,7 +448,7 @@ class _Emitter:
     def atomic_expr(self, s: ir.Assign, lane: str | None) -> str:
         ptr, value = s.args[0], s.args[1]
         mask = s.args[2] if len(s.args) > 2 else None
-        off, ok, decl = self.access(ptr, mask, lane)
+        off, ok, decl = self.access(s, ptr, mask, lane)
         self.emit(decl)
         site = self.sites[id(s)]
         on = self.val(mask, lane) if mask is not None else "1"
@@ -560,6 +630,47 @@ def _lane_numel(s: ir.Stmt) -> int | None:
     if isinstance(s, ir.Assign) and s.op in _LANEWISE and s.dst.type.shape != ():
         return s.dst.type.numel
     return None
+
+
+def _affine(s: ir.Assign, form) -> tuple[str, int] | None:
+    """`s`'s result as (uniform C expression, coefficient of the lane), or None."""
+    op, args = s.op, s.args
+    if s.dst.type.dtype.is_float and not s.dst.type.is_pointer:
+        return None
+    if op == "arange":
+        return (str(s.attrs["start"]), 1)
+    if op in ("expand_dims", "reshape", "full") or (op == "cast" and not s.dst.type.dtype.is_bool):
+        return form(args[0])
+    if op not in ("add", "sub", "addptr", "mul"):
+        return None
+    a, b = form(args[0]), form(args[1])
+    if a is None or b is None:
+        return None
+    if op == "mul":
+        if a[1] and b[1]:
+            return None
+        scalar, lane = (args[1], a) if a[1] else (args[0], b)
+        if lane[1] and not isinstance(scalar, ir.Const):
+            return None
+        factor = int(scalar.value) if lane[1] else 0
+        return (f"((long long)({a[0]}) * (long long)({b[0]}))", lane[1] * factor)
+    sign = "-" if op == "sub" else "+"
+    return (f"((long long)({a[0]}) {sign} (long long)({b[0]}))", a[1] - b[1] if op == "sub" else a[1] + b[1])
+
+
+def _remapped_source(s: ir.Stmt) -> ir.Var | None:
+    """The block a `broadcast_to`/`trans` reads at other lanes."""
+    if isinstance(s, ir.Assign) and s.op in _REMAPPED and isinstance(s.args[0], ir.Var) \
+            and s.args[0].type.shape != ():
+        return s.args[0]
+    return None
+
+
+def _movable(s: ir.Stmt) -> bool:
+    """A statement that may run earlier than written: pure, and a scalar or a lane statement."""
+    if not isinstance(s, ir.Assign) or s.op in ("load", "atomic_add", "program_id", "num_programs"):
+        return False
+    return s.dst.type.shape == () and s.op not in _REDUCTIONS or _lane_numel(s) is not None
 
 
 def _operands(s: ir.Stmt) -> list[ir.Operand]:

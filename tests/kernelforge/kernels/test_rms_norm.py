@@ -88,9 +88,10 @@ def test_reference_formula():
     torch.testing.assert_close(out, torch.tensor([[3.0 / rms, 8.0 / rms]]))
 
 
-def test_cpu_default_widens_chunks_while_the_rows_chunk_stays_cache_sized():
+def test_cpu_default_widens_chunks_while_the_rows_chunk_stays_cache_sized(monkeypatch):
     from kernelforge.kernels.rms_norm import CPU_CHUNK_ELEMS, _default
 
+    monkeypatch.setenv("KF_CPU_NATIVE", "0")  # the torch tier's rule
     def block(rows: int, hidden: int, device: str = "cpu") -> int:
         x = torch.empty(0, device=device)
         return _default({"hidden": hidden, "n_rows": rows, "x_ptr": x})["BLOCK"]
@@ -100,6 +101,18 @@ def test_cpu_default_widens_chunks_while_the_rows_chunk_stays_cache_sized():
     assert block(CPU_CHUNK_ELEMS // 4096, 4096) == 4096
     with kf.backend("interpret"):
         assert block(1, 4096) == MAX_BLOCK  # the NPU budget holds off the CPU backend
+
+
+def test_native_cpu_default_is_a_quarter_of_the_padded_row_at_most_512(monkeypatch):
+    from kernelforge.kernels.rms_norm import NATIVE_MAX_BLOCK, _default
+
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    if not kf.kernels.launch.on_native_cpu(torch.device("cpu")):
+        pytest.skip("no C compiler: the native tier is off")
+    x = torch.empty(0)
+    assert _default({"hidden": 576, "n_rows": 64, "x_ptr": x})["BLOCK"] == 256
+    assert _default({"hidden": 4096, "n_rows": 1, "x_ptr": x})["BLOCK"] == NATIVE_MAX_BLOCK
+    assert _default({"hidden": 100, "n_rows": 1, "x_ptr": x})["BLOCK"] == 64
 
 
 @pytest.mark.parametrize("rows", [1, 40])
