@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -87,22 +88,21 @@ def _load(path: Path) -> Callable:
 
 
 def launcher(fn: Callable, kinds: Sequence[str], sites: Sequence[str], kernel: str) -> Launch:
-    """`launch(grid, args)` calling `fn`: a pointer argument passes its data pointer and
-    element count; a non-zero return names the faulting access (see `c_emit`)."""
-    argtypes = [ctypes.c_longlong] * 3
-    for kind in kinds:
-        argtypes += [ctypes.c_void_p, ctypes.c_longlong] if kind == "ptr" else \
-            [ctypes.c_double if kind == "float" else ctypes.c_longlong]
-    fn.argtypes = argtypes
+    """`launch(grid, args)` calling `fn` with one packed record: the grid, then per
+    argument its data pointer and element count (tensors) or its value, 8 bytes each (see
+    `c_emit`). A non-zero return names the faulting access."""
+    fn.argtypes = [ctypes.c_char_p]
+    record = struct.Struct("=qqq" + "".join("qq" if kind == "ptr" else "d" if kind == "float" else "q"
+                                             for kind in kinds))
     names = [f"a{n}" for n in range(len(kinds))]
     passed = []
     for name, kind in zip(names, kinds):
         passed += [f"{name}.data_ptr()", f"{name}.numel()"] if kind == "ptr" else [name]
     unpack = f"    {', '.join(names)}, = args\n" if names else ""
     text = (f"def launch(grid, args):\n{unpack}"
-            f"    rc = fn(grid[0], grid[1], grid[2]{''.join(', ' + p for p in passed)})\n"
+            f"    rc = fn(pack(grid[0], grid[1], grid[2]{''.join(', ' + p for p in passed)}))\n"
             "    if rc:\n        fault(rc, args)\n")
-    namespace = {"fn": fn, "fault": functools.partial(_fault, kinds, sites, kernel)}
+    namespace = {"fn": fn, "pack": record.pack, "fault": functools.partial(_fault, kinds, sites, kernel)}
     exec(compile(text, f"<kernelforge-native {kernel}>", "exec"), namespace)
     return namespace["launch"]
 
