@@ -70,9 +70,9 @@ CPU_SCORE_ELEMENTS = 1 << 20
 CPU_PREFILL_ROWS = 64
 # Keys per KV segment the CPU backend aims at in a decode batch (see `_cpu_kv_segments`).
 CPU_SEGMENT_KEYS = 128
-# Accumulator elements ([programs, BLOCK_M, HEAD_PAD] fp32) of one CPU launch with prefill
-# in it; a batch with more is launched in parts (see `_cpu_launch_parts`).
-CPU_LAUNCH_ACC_ELEMENTS = 1 << 21
+# Accumulator elements ([programs, BLOCK_M, HEAD_PAD] fp32, 3 MB) of one CPU launch with
+# prefill in it; a batch with more is launched in parts (see `_cpu_launch_parts`).
+CPU_LAUNCH_ACC_ELEMENTS = 3 << 18
 
 
 def _geometry(args: dict, tile: int) -> kf.Config:
@@ -672,11 +672,14 @@ def _cpu_launch_parts(num_blocks: int, num_kv_heads: int, block_m: int, head_pad
     listed blocks (`_cpu_block_order`), so that no launch holds more than
     CPU_LAUNCH_ACC_ELEMENTS accumulator elements.
 
-    Every program of a CPU launch runs in lock step, so the accumulators, score tiles and
-    K/V tiles of all its programs are live at once and every tile step allocates
-    temporaries their size. Past glibc's largest mmap threshold (32 MB) each of those is a
-    fresh mapping that page-faults in: a Llama-2-7B prefill of 1800 tokens (42 MB of
-    accumulators) spent 3x as long per accumulator update as when launched in 8 MB parts.
+    Every program of a CPU launch runs in lock step, so the accumulators, queries, score
+    tiles and K/V tiles of all its programs are live at once, and every tile step makes
+    passes over temporaries their size. Past glibc's largest mmap threshold (32 MB) each of
+    those is a fresh mapping that page-faults in: a Llama-2-7B prefill of 1800 tokens (42 MB
+    of accumulators) spent 3x as long per accumulator update as in 8 MB parts. Smaller parts
+    keep the step's working set in cache, down to where each launch's fixed cost shows
+    (1 thread, 12 prompts of 8-300 tokens: Llama-2-7B 236 ms in 8 MB parts, 216 in 4 MB,
+    192-203 in 2-3 MB; SmolLM2-135M slower in 2 MB, three launches, than in two).
     Parts follow the list, longest scans first, so each one's programs also finish together.
     """
     return max(1, -(-num_blocks * num_kv_heads * block_m * head_pad // CPU_LAUNCH_ACC_ELEMENTS))

@@ -168,7 +168,8 @@ def test_launch_parts_bound_each_launchs_accumulators():
     budget = attention_module.CPU_LAUNCH_ACC_ELEMENTS
     assert attention_module._cpu_launch_parts(budget // (32 * 64 * 128), 32, 64, 128) == 1
     assert attention_module._cpu_launch_parts(budget // (32 * 64 * 128) + 1, 32, 64, 128) == 2
-    assert attention_module._cpu_launch_parts(40, 32, 64, 128) == 5  # 40 blocks of a Llama-2-7B prefill
+    parts = attention_module._cpu_launch_parts(40, 32, 64, 128)  # 40 blocks of a Llama-2-7B prefill
+    assert (parts - 1) * budget < 40 * 32 * 64 * 128 <= parts * budget
 
 
 @pytest.mark.parametrize("block_m", [None, 16])
