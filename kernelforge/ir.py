@@ -278,6 +278,19 @@ def walk(block: Block):
             yield from walk(stmt.else_body)
 
 
+def operands(stmt: Stmt) -> list[Operand]:
+    """What `stmt` reads (not what it assigns; a `For` its bounds, an `If` its condition)."""
+    if isinstance(stmt, Assign):
+        return list(stmt.args)
+    if isinstance(stmt, Store):
+        return [x for x in (stmt.ptr, stmt.value, stmt.mask) if x is not None]
+    if isinstance(stmt, For):
+        return [stmt.start, stmt.stop, stmt.step]
+    if isinstance(stmt, If):
+        return [stmt.cond]
+    return []
+
+
 class VerificationError(Exception):
     """The IR breaks one of the conventions in this module's docstring."""
 
@@ -334,17 +347,6 @@ def verify_definitions(kernel: Kernel) -> None:
     Paths that end in `Return` do not reach the code after their `If`; a `For` body may
     run zero times, so what it alone assigns is not defined after the loop.
     """
-
-    def operands(stmt: Stmt) -> list[Operand]:
-        if isinstance(stmt, Assign):
-            return list(stmt.args)
-        if isinstance(stmt, Store):
-            return [x for x in (stmt.ptr, stmt.value, stmt.mask) if x is not None]
-        if isinstance(stmt, For):
-            return [stmt.start, stmt.stop, stmt.step]
-        if isinstance(stmt, If):
-            return [stmt.cond]
-        return []
 
     def run(block: Block, defined: set[int]) -> set[int] | None:
         """The variables defined after `block`, or None when every path through it returns."""

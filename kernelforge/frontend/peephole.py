@@ -25,22 +25,10 @@ def _is_copy(stmt: ir.Stmt) -> bool:
     return False
 
 
-def _operands(stmt: ir.Stmt) -> list[ir.Operand]:
-    if isinstance(stmt, ir.Assign):
-        return list(stmt.args)
-    if isinstance(stmt, ir.Store):
-        return [x for x in (stmt.ptr, stmt.value, stmt.mask) if x is not None]
-    if isinstance(stmt, ir.For):
-        return [stmt.start, stmt.stop, stmt.step]
-    if isinstance(stmt, ir.If):
-        return [stmt.cond]
-    return []
-
-
 def _touches(stmts: list[ir.Stmt], var: ir.Var) -> bool:
     """Whether any statement (nested ones included) reads or writes `var`."""
     for stmt in ir.walk(ir.Block(stmts)):
-        if any(op is var for op in _operands(stmt)):
+        if any(op is var for op in ir.operands(stmt)):
             return True
         if isinstance(stmt, ir.Assign) and stmt.dst is var:
             return True
@@ -53,7 +41,7 @@ def fold_copies(kernel: ir.Kernel) -> None:
     uses: Counter[int] = Counter()
     defs: Counter[int] = Counter()
     for stmt in ir.walk(kernel.body):
-        for op in _operands(stmt):
+        for op in ir.operands(stmt):
             if isinstance(op, ir.Var):
                 uses[id(op)] += 1
         if isinstance(stmt, ir.Assign):

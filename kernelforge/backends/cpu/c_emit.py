@@ -199,19 +199,19 @@ class _Emitter:
                     for s in item.stmts:
                         if isinstance(s, ir.Assign):
                             home[s.dst.name] = id(item)
-                        for i, a in enumerate(_operands(s)):
+                        for a in ir.operands(s):
                             if isinstance(a, ir.Var):
                                 lanewise = not (isinstance(s, ir.Assign) and s.op in _REMAPPED)
                                 uses[a.name].add(id(item) if lanewise else None)
                 elif isinstance(item, tuple):
                     stmt = item[0]
-                    for a in _operands(stmt):
+                    for a in ir.operands(stmt):
                         if isinstance(a, ir.Var):
                             uses[a.name].add(None)
                     for sub in item[1:]:
                         visit(sub)
                 else:
-                    for a in _operands(item):
+                    for a in ir.operands(item):
                         if isinstance(a, ir.Var):
                             uses[a.name].add(None)
 
@@ -676,20 +676,8 @@ def _movable(s: ir.Stmt) -> bool:
     return s.dst.type.shape == () and s.op not in _REDUCTIONS or _lane_numel(s) is not None
 
 
-def _operands(s: ir.Stmt) -> list[ir.Operand]:
-    if isinstance(s, ir.Assign):
-        return list(s.args)
-    if isinstance(s, ir.Store):
-        return [x for x in (s.ptr, s.value, s.mask) if x is not None]
-    if isinstance(s, ir.For):
-        return [s.start, s.stop, s.step]
-    if isinstance(s, ir.If):
-        return [s.cond]
-    return []
-
-
 def _operand_names(s: ir.Stmt) -> set[str]:
-    return {a.name for a in _operands(s) if isinstance(a, ir.Var)}
+    return {a.name for a in ir.operands(s) if isinstance(a, ir.Var)}
 
 
 def _group_reads(g: _Group) -> set[str]:
