@@ -7,7 +7,8 @@ must therefore include it. `KF_CPU_COMPILE=1`, read at load time, hands the
 generated compute regions (`regions.py`) to `torch.compile`. Loading a kernel also fixes
 glibc's malloc thresholds once (`allocator.py`), so launches reuse freed temporaries.
 
-A kernel the native tier covers (`c_emit`: everything but `dot`) also carries its C
+A kernel the native tier covers (`c_emit`: no `dot`, no pointer cast to another
+element type, blocks within the stack budget) also carries its C
 source in the module; `load` then compiles it (`c_build`) and launches that instead,
 unless KF_CPU_NATIVE=0, KF_CPU_COMPILE=1 or no C compiler is installed. Sanitized
 modules carry none: the torch tier's checks report the offending offset.
@@ -20,6 +21,7 @@ import hashlib
 import linecache
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -88,7 +90,12 @@ class CPUBackend:
         if compile_enabled():
             compile_regions(namespace)
         elif "NATIVE_C" in namespace and c_build.enabled():
-            fn = c_build.build(namespace["NATIVE_C"])
+            try:
+                fn = c_build.build(namespace["NATIVE_C"])
+            except c_build.NativeBuildError as exc:  # a c_emit bug: the torch tier still runs the kernel
+                warnings.warn(f"kernelforge: {namespace['NATIVE_KERNEL']} runs on the torch tier: {exc}",
+                              RuntimeWarning, stacklevel=2)
+                return namespace["launch"]
             return c_build.launcher(fn, namespace["NATIVE_KINDS"], namespace["NATIVE_SITES"],
                                     namespace["NATIVE_KERNEL"])
         return namespace["launch"]

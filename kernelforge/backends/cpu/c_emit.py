@@ -15,9 +15,12 @@ Semantics, where the two tiers could differ:
 - Within one program, lanes are processed in order, statement by statement per lane.
   A block whose lanes read what another lane of the same block writes is a data race
   under Triton too; only such kernels can see a difference.
-- float16/bfloat16 values are held as float and rounded after every op (what torch
-  does for one op on half tensors); sums accumulate in the result's type, in a
-  different order than torch's.
+- float16/bfloat16 values (constants included) are held as float and rounded after
+  every op, what torch does for one op on half tensors; their sums accumulate in float
+  and round once, in a different order than torch's.
+- Where C and Triton leave a result undefined the tiers may differ: integer division
+  or remainder by zero gives 0 here (torch raises), shifts by the bit width or more
+  follow the CPU's masking (torch gives 0 or -1). `x // -1` wraps like torch.
 - `program_id(axis)` loops axis 0 innermost.
 
 `emit(kernel)` returns the C source, or None when the kernel uses what this tier does
@@ -29,6 +32,8 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+
+import torch
 
 from kernelforge import ir
 from kernelforge.backends.cpu.identities import fold_identities
@@ -371,14 +376,14 @@ class _Emitter:
     def affine_bounds(self, g: _Group) -> dict[int, str]:
         """Per access whose offset is `base + coef * lane` (base uniform over the loop), the C
         condition that its first and last lanes are in bounds: then every lane is."""
-        forms: dict[str, tuple[str, int]] = {}
+        forms: dict[str, tuple[str, int, tuple[str, ...]]] = {}
 
-        def form(a: ir.Operand) -> tuple[str, int] | None:
+        def form(a: ir.Operand) -> tuple[str, int, tuple[str, ...]] | None:
             if a.type.dtype.is_float and not a.type.is_pointer:
                 return None
             if isinstance(a, ir.Const):
-                return (_literal(a), 0)
-            return (f"v_{a.name}", 0) if a.type.shape == () else forms.get(a.name)
+                return (_literal(a), 0, ())
+            return (f"v_{a.name}", 0, ()) if a.type.shape == () else forms.get(a.name)
 
         proven = {}
         for s in g.stmts:
@@ -386,12 +391,13 @@ class _Emitter:
                 ptr = s.ptr if isinstance(s, ir.Store) else s.args[0]
                 f = form(ptr)
                 if f is not None:
-                    base, coef = f
+                    base, coef, conds = f
                     last = f"({base} + {coef * (g.numel - 1)}LL)"
                     n = f"(unsigned long long)n_{_root(ptr)}"
-                    proven[id(s)] = f"(unsigned long long)({base}) < {n} && (unsigned long long){last} < {n}"
+                    proven[id(s)] = " && ".join(
+                        [*conds, f"(unsigned long long)({base}) < {n} && (unsigned long long){last} < {n}"])
             if isinstance(s, ir.Assign):
-                f = _affine(s, form)
+                f = _affine(s, form, g.numel)
                 if f is None:
                     forms.pop(s.dst.name, None)
                 else:
@@ -570,14 +576,12 @@ class _Emitter:
             return _rounded(dtype, f"({_VALUE_TYPE[dtype]})({v[0]} {_INFIX[op]} {v[1]})")
         if op == "truediv":
             return _rounded(dtype, f"({v[0]} / {v[1]})")
-        if op == "floordiv":
-            if dtype.is_float:
-                return _rounded(dtype, f"{_math('floor', dtype)}({v[0]} / {v[1]})")
-            return f"({v[1]} == 0 ? 0 : ({_VALUE_TYPE[dtype]})({v[0]} / {v[1]}))"
+        if op == "floordiv":  # integers only (the frontend rejects // on floats)
+            return f"({v[1]} == 0 ? 0 : {v[1]} == -1 ? {_negated(v[0], dtype)} : ({_VALUE_TYPE[dtype]})({v[0]} / {v[1]}))"
         if op == "mod":
             if dtype.is_float:
                 return _rounded(dtype, f"{_math('fmod', dtype)}({v[0]}, {v[1]})")
-            return f"({v[1]} == 0 ? 0 : ({_VALUE_TYPE[dtype]})({v[0]} % {v[1]}))"
+            return f"({v[1]} == 0 || {v[1]} == -1 ? 0 : ({_VALUE_TYPE[dtype]})({v[0]} % {v[1]}))"
         if op in ("minimum", "maximum"):
             return _pick(op, v[0], v[1], dtype)
         if op == "neg":
@@ -635,15 +639,24 @@ def _lane_numel(s: ir.Stmt) -> int | None:
     return None
 
 
-def _affine(s: ir.Assign, form) -> tuple[str, int] | None:
-    """`s`'s result as (uniform C expression, coefficient of the lane), or None."""
-    op, args = s.op, s.args
-    if s.dst.type.dtype.is_float and not s.dst.type.is_pointer:
+def _affine(s: ir.Assign, form, lanes: int) -> tuple[str, int, tuple[str, ...]] | None:
+    """`s`'s result as (uniform C expression, coefficient of the lane, conditions), or None.
+
+    The expression is computed in 64 bits; the conditions say that every lane's value
+    fits the result's narrower integer type, where C would wrap instead (a narrowing cast
+    or int32 arithmetic), so that the form is the value C computes."""
+    op, args, t = s.op, s.args, s.dst.type
+    if t.dtype.is_float and not t.is_pointer:
         return None
     if op == "arange":
-        return (str(s.attrs["start"]), 1)
-    if op in ("expand_dims", "reshape", "full") or (op == "cast" and not s.dst.type.dtype.is_bool):
+        return (str(s.attrs["start"]), 1, ())
+    if op in ("expand_dims", "reshape", "full"):
         return form(args[0])
+    if op == "cast":
+        if t.dtype.is_bool:
+            return None
+        a = form(args[0])
+        return None if a is None else _fitting(a, t, lanes)
     if op not in ("add", "sub", "addptr", "mul"):
         return None
     a, b = form(args[0]), form(args[1])
@@ -656,9 +669,23 @@ def _affine(s: ir.Assign, form) -> tuple[str, int] | None:
         if lane[1] and not isinstance(scalar, ir.Const):
             return None
         factor = int(scalar.value) if lane[1] else 0
-        return (f"((long long)({a[0]}) * (long long)({b[0]}))", lane[1] * factor)
-    sign = "-" if op == "sub" else "+"
-    return (f"((long long)({a[0]}) {sign} (long long)({b[0]}))", a[1] - b[1] if op == "sub" else a[1] + b[1])
+        result = (f"((long long)({a[0]}) * (long long)({b[0]}))", lane[1] * factor, a[2] + b[2])
+    else:
+        sign = "-" if op == "sub" else "+"
+        result = (f"((long long)({a[0]}) {sign} (long long)({b[0]}))",
+                  a[1] - b[1] if op == "sub" else a[1] + b[1], a[2] + b[2])
+    return _fitting(result, t, lanes)
+
+
+def _fitting(f: tuple[str, int, tuple[str, ...]], t: ir.BlockType, lanes: int) -> tuple[str, int, tuple[str, ...]]:
+    """`f` plus the condition that its first and last lanes fit `t` (none for 64-bit offsets)."""
+    if t.is_pointer or t.dtype.bits >= 64:
+        return f
+    base, coef, conds = f
+    low, high = (-(1 << (t.dtype.bits - 1)), (1 << (t.dtype.bits - 1)) - 1) if t.dtype.is_signed else \
+        (0, (1 << t.dtype.bits) - 1)
+    ends = (f"({base})", f"(({base}) + {coef * (lanes - 1)}LL)")
+    return base, coef, conds + tuple(f"{e} >= {low}LL && {e} <= {high}LL" for e in ends)
 
 
 def _remapped_source(s: ir.Stmt) -> ir.Var | None:
@@ -706,10 +733,17 @@ def _literal(c: ir.Const) -> str:
             return "NAN"
         if math.isinf(v):
             return "INFINITY" if v > 0 else "(-INFINITY)"
+        if d in _ROUND:  # the constant as float16/bfloat16 holds it (exact in float)
+            v = float(torch.tensor(v, dtype=d.torch_dtype))
         return f"(({_VALUE_TYPE[d]}){v!r})"
     if d.is_bool:
         return "1" if c.value else "0"
     return f"(({_VALUE_TYPE[d]}){int(c.value)}LL)"
+
+
+def _negated(x: str, dtype: DType) -> str:
+    """-x wrapping like torch (the most negative value stays itself), without C's overflow."""
+    return f"({_VALUE_TYPE[dtype]})(0ULL - (unsigned long long)({x}))"
 
 
 def _math(name: str, dtype: DType) -> str:

@@ -180,6 +180,58 @@ def test_an_out_of_bounds_store_lane_is_not_performed(monkeypatch, bad):
     assert storage[4:].eq(0).all()
 
 
+@kf.jit
+def narrowed_store_kernel(out_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK).to(kl.int8)  # 128.. wrap to -128..: before the tensor
+    kl.store(out_ptr + offs, kl.full((BLOCK,), 7.0, kl.float32))
+
+
+def test_an_offset_that_wraps_in_a_narrow_type_is_checked_lane_by_lane(monkeypatch):
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    storage = torch.zeros(512)
+    out = storage[256:]
+    with pytest.raises(kf.KernelFault, match="narrowed_store_kernel"):
+        narrowed_store_kernel[(1,)](out, BLOCK=256)
+    assert storage[:256].eq(0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_constants_are_rounded_to_their_type(dtype):
+    @kf.jit
+    def below_tenth(x_ptr, out_ptr, BLOCK: kl.constexpr):
+        offs = kl.arange(0, BLOCK)
+        x = kl.load(x_ptr + offs)
+        kl.store(out_ptr + offs, kl.where(x < 0.1, x, kl.full((BLOCK,), 0.1, x.dtype)).to(kl.float32))
+
+    x = torch.full((16,), 0.1).to(dtype)
+
+    def launch():
+        out = torch.zeros(16)
+        below_tenth[(1,)](x, out, BLOCK=16)
+        return out
+
+    native, torch_tier = both_tiers(launch)
+    torch.testing.assert_close(native, torch_tier, atol=0, rtol=0)
+    assert native[0].item() == x[0].item()
+
+
+def test_a_kernel_the_compiler_rejects_runs_on_the_torch_tier(fresh_kernel_cache, monkeypatch):
+    def broken(source):
+        raise c_build.NativeBuildError("cc failed on a generated kernel")
+
+    @kf.jit
+    def doubled(x_ptr, out_ptr, BLOCK: kl.constexpr):  # defined here: launched nowhere before
+        offs = kl.arange(0, BLOCK)
+        kl.store(out_ptr + offs, kl.load(x_ptr + offs) * 2.0)
+
+    monkeypatch.setattr(c_build, "build", broken)
+    x = torch.randn(64)
+    out = torch.empty(64)
+    with pytest.warns(RuntimeWarning, match="doubled runs on the torch tier"):
+        doubled[(1,)](x, out, BLOCK=64)
+    torch.testing.assert_close(out, x * 2)
+
+
 def test_a_zero_loop_step_is_an_error(monkeypatch):
     @kf.jit
     def stepped(out_ptr, step):
