@@ -215,3 +215,19 @@ class StaticRowsProvider:
         if autotuned is attention_module._paged_attention_kernel:
             return kf.Config(BLOCK_M=self.block_m, TILE=32)
         return None
+
+
+@pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
+def test_listed_launch_without_query_tokens_runs_no_program(backend, monkeypatch):
+    """Sequences that all bring no query token list no block: a listed launch has no program
+    (one would read an unwritten entry of the list; the CPU backend launches none at all,
+    its host sees only empty decode slots), and the padding rows stay untouched."""
+    monkeypatch.setattr(attention_module, "_orders_blocks", lambda max_seqlen_q, device: max_seqlen_q > 1)
+    batch = make_paged_batch(q_lens=[0, 0], ctx_lens=[20, 7], num_heads=4, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=torch.float32, seed=9, pad_tokens=3)
+    batch.max_seqlen_q = 4
+    out = torch.full_like(batch.query, float("nan"))
+    with kf.backend(backend), capture_launches() as captured:
+        paged_attention(out, *batch.args(), 0.125)
+    assert all(launch.grid(dict(BLOCK_M=8)) == (0,) for launch in captured)
+    assert out.isnan().all()
