@@ -172,10 +172,11 @@ def test_launch_parts_bound_each_launchs_accumulators():
     assert (parts - 1) * budget < 40 * 32 * 64 * 128 <= parts * budget
 
 
-@pytest.mark.parametrize("block_m", [None, 16])
+@pytest.mark.parametrize("block_m", [None, 16, 128])
 def test_large_prefill_launches_in_parts_that_cover_its_blocks(block_m, monkeypatch):
     """With room for 3 blocks per launch, the listed blocks go out in runs, longest first, each
-    launched once; a config with other rows (block_m) splits its own list into as many runs."""
+    launched once; a config with other rows (block_m) splits its own list into as many runs
+    (with wider rows, fewer blocks: the last runs may be empty launches)."""
     monkeypatch.setattr(attention_module, "CPU_LAUNCH_ACC_ELEMENTS", 3 * 2 * 64 * 64)
     batch = make_paged_batch(q_lens=[37, 5, 0, 130, 1, 60], ctx_lens=[37, 60, 4, 130, 9, 80], num_heads=6,
                              num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float32, seed=7, pad_tokens=2)
@@ -231,3 +232,21 @@ def test_listed_launch_without_query_tokens_runs_no_program(backend, monkeypatch
         paged_attention(out, *batch.args(), 0.125)
     assert all(launch.grid(dict(BLOCK_M=8)) == (0,) for launch in captured)
     assert out.isnan().all()
+
+
+def test_block_list_runs_cover_the_list_of_any_rows(monkeypatch):
+    """Parts are counted for the default rows; a config with wider rows lists fewer blocks and
+    its last runs come out empty (launches of no program), narrower rows longer runs."""
+    monkeypatch.setattr(attention_module, "CPU_LAUNCH_ACC_ELEMENTS", 2 * 16 * 64)  # one 16-row block of 2 heads
+    cu_seqlens_q = torch.tensor([0, 40, 70], dtype=torch.int32)
+    seqused_k = torch.tensor([40, 30], dtype=torch.int32)
+    blocks = attention_module._CpuBlockList(cu_seqlens_q, seqused_k, True, None, 1, 16, 2, 64)
+    assert blocks.parts == 3 + 2  # 16-token blocks
+    for block_q in (8, 16, 64):
+        order = torch.full((70,), -1, dtype=torch.int32)
+        runs = []
+        for part in range(blocks.parts):
+            n = blocks.fill(part, block_q, order)
+            runs.append(order[:n].clone())
+        assert torch.equal(torch.cat(runs), blocks.listed(block_q))
+        assert (min(len(r) for r in runs) == 0) == (block_q == 64)
