@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from unittest import mock
 
 import torch
 
@@ -112,7 +113,10 @@ def kernel_examples() -> list[Example]:
     """Every launch the LLM ops make at representative shapes (see the module docstring)."""
     ops = {name: importlib.import_module(f"kernelforge.kernels.{name}")
            for name in ("rms_norm", "rotary_embedding", "reshape_and_cache", "paged_attention")}
-    with recorded_launches() as examples:
+    # The ops size their blocks for the backend the CPU tensors select; with the native
+    # CPU tier off that is the torch tier, whose defaults follow the NPU's (the native
+    # tier's one-head rotary blocks, say, are not what an NPU launches).
+    with recorded_launches() as examples, mock.patch.dict(os.environ, {"KF_CPU_NATIVE": "0"}):
         for dtype in (torch.bfloat16, torch.float16):
             _call_ops(ops, dtype)
     return examples

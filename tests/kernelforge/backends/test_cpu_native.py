@@ -224,6 +224,7 @@ def test_a_kernel_the_compiler_rejects_runs_on_the_torch_tier(fresh_kernel_cache
         offs = kl.arange(0, BLOCK)
         kl.store(out_ptr + offs, kl.load(x_ptr + offs) * 2.0)
 
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
     monkeypatch.setattr(c_build, "build", broken)
     x = torch.randn(64)
     out = torch.empty(64)
