@@ -34,7 +34,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 
 import torch
 
-from kernelforge.backends import environ_get, select_backend_name
+from kernelforge.backends import launch_flags, select_backend_name
 from kernelforge.jit import arg_signature, constant_key, launches_signed, signature_device
 
 ConfigValue = Union[int, float, bool, str]
@@ -417,7 +417,7 @@ class Autotuned:
         or capture is active and the provider (if any) is `stable`. That is the key
         arguments before bucketing (tensors by shape), the keywords and positional
         constexprs (see `constant_key`), per argument its type, dtype, device and whether
-        it is contiguous, KF_SANITIZE, KF_CPU_NATIVE and the backend, and which provider is installed.
+        it is contiguous, the `launch_flags` and the backend, and which provider is installed.
         None otherwise, or when a key argument is not given at the call.
 
         Memoising on it spares every repeated launch (a decode step) the provider lookup,
@@ -444,9 +444,7 @@ class Autotuned:
                 values.append((name, *constant_key(args[position])))
         for name, value in kwargs.items():
             values.append((name, *constant_key(value)))
-        return (_provider_generation, environ_get("KF_SANITIZE", "0"), environ_get("KF_CPU_NATIVE", "1"), parts,
-                *values,
-                select_backend_name(signature_device(parts)))
+        return (_provider_generation, *launch_flags(), parts, *values, select_backend_name(signature_device(parts)))
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)

@@ -26,7 +26,7 @@ import numpy
 import torch
 
 from kernelforge import cache, ir
-from kernelforge.backends import environ_get, get_backend, select_backend_name
+from kernelforge.backends import environ_get, get_backend, launch_flags, select_backend_name
 from kernelforge.errors import CompilationError, KernelFault
 from kernelforge.frontend import JIT_ATTR, compile_kernel
 from kernelforge.language.core import constexpr
@@ -263,15 +263,15 @@ class JITFunction:
     def call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What a checked launch's outcome depends on, read cheaply from the call: per
         argument its dtype and device (tensors) or scalar type, the keywords' values, the
-        backend the tensors' device selects, KF_SANITIZE and KF_CPU_NATIVE. None when the call is not of
-        the fast path's shape (see `__init__`) or an argument would fail the checks (the
+        backend the tensors' device selects and the `launch_flags`. None when the call is not
+        of the fast path's shape (see `__init__`) or an argument would fail the checks (the
         checked path then names it)."""
         if len(args) != self._fast_arity:
             return None
         parts = arg_signatures(args)
         if parts is None:
             return None
-        return (environ_get("KF_SANITIZE", "0"), environ_get("KF_CPU_NATIVE", "1"), *parts,
+        return (*launch_flags(), *parts,
                 *[(name, *constant_key(value)) for name, value in kwargs.items()],
                 select_backend_name(signature_device(parts)))
 
@@ -289,8 +289,7 @@ class JITFunction:
         backend = get_backend(backend_name)
         type_key = tuple(types.values())
         const_key = tuple((k, type(v).__name__, repr(v)) for k, v in constexprs.items())
-        memo_key = (backend_name, id(backend), device, environ_get("KF_SANITIZE", "0"),
-                    environ_get("KF_CPU_NATIVE", "1"), const_key, type_key)
+        memo_key = (backend_name, id(backend), device, *launch_flags(), const_key, type_key)
         launch = self._launchers.get(memo_key)
         if launch is None:
             launch = self._compile(backend, backend_name, types, constexprs, const_key, type_key)

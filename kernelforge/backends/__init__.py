@@ -108,6 +108,12 @@ def environ_get(name: str, default: str | None = None) -> str | None:
 _environ_keys: dict[str, object] = {}
 
 
+def launch_flags() -> tuple[str | None, str | None]:
+    """The environment a loaded launch depends on, for the launchers' memo keys: KF_SANITIZE
+    (what the cpu backend generates) and KF_CPU_NATIVE (which of its tiers runs)."""
+    return environ_get("KF_SANITIZE", "0"), environ_get("KF_CPU_NATIVE", "1")
+
+
 def select_backend_name(device: torch.device | None) -> str:
     """The backend a launch on tensors of `device` uses (see the module docstring)."""
     forced = _override.__dict__.get("name") or environ_get("KF_BACKEND")

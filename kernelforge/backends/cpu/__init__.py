@@ -77,8 +77,8 @@ class CPUBackend:
         if native is None:
             return source
         return (f"{source}\n\n# The native tier (backends/cpu/c_emit.py), launched instead when a C compiler exists.\n"
-                f"NATIVE_KERNEL = {kernel.name!r}\nNATIVE_KINDS = {c_emit.param_kinds(kernel)!r}\n"
-                f"NATIVE_SITES = {c_emit.access_sites(kernel)!r}\nNATIVE_C = {native!r}\n")
+                f"NATIVE_KERNEL = {kernel.name!r}\nNATIVE_KINDS = {native.kinds!r}\n"
+                f"NATIVE_SITES = {native.sites!r}\nNATIVE_C = {native.source!r}\n")
 
     def load(self, source: str, key: str) -> Launch:
         keep_freed_memory()

@@ -101,13 +101,14 @@ def launcher(fn: Callable, kinds: Sequence[str], sites: Sequence[str], kernel: s
     unpack = f"    {', '.join(names)}, = args\n" if names else ""
     text = (f"def launch(grid, args):\n{unpack}"
             f"    rc = fn(pack(grid[0], grid[1], grid[2]{''.join(', ' + p for p in passed)}))\n"
-            "    if rc:\n        fault(rc, args)\n")
-    namespace = {"fn": fn, "pack": record.pack, "fault": functools.partial(_fault, kinds, sites, kernel)}
+            "    if rc:\n        fault(rc)\n")
+    namespace = {"fn": fn, "pack": record.pack, "fault": functools.partial(_fault, sites, kernel)}
     exec(compile(text, f"<kernelforge-native {kernel}>", "exec"), namespace)
     return namespace["launch"]
 
 
-def _fault(kinds: Sequence[str], sites: Sequence[str], kernel: str, rc: int, args: Sequence[object]) -> None:
+def _fault(sites: Sequence[str], kernel: str, rc: int) -> None:
+    """Raises what a non-zero return of the kernel means."""
     if rc < 0:
         raise ValueError(f"kernel {kernel}: a loop's range() step is zero")
     raise KernelFault("out-of-bounds memory access (the lane was not performed); rerun with KF_SANITIZE=1 "

@@ -85,23 +85,24 @@ class Unsupported(Exception):
     """The kernel needs the torch tier."""
 
 
-def emit(kernel: ir.Kernel) -> str | None:
-    """C source defining `int kf_kernel(g0, g1, g2, <params>)`, or None (see module docstring)."""
+@dataclass(frozen=True)
+class Native:
+    """A kernel's native tier: the C source and what its launcher must know."""
+
+    source: str  # defines `int kf_kernel(const char *kf_args)`
+    kinds: list[str]  # per runtime parameter: 'ptr' (data pointer, element count), 'int' or 'float'
+    sites: list[str]  # source line of each checked access, by the site number a fault returns
+
+
+def emit(kernel: ir.Kernel) -> Native | None:
+    """The kernel's native tier, or None when it needs the torch tier (see module docstring)."""
+    folded = fold_identities(kernel)
     try:
-        return _Emitter(fold_identities(kernel)).source()
+        source = _Emitter(folded).source()
     except Unsupported:
         return None
-
-
-def param_kinds(kernel: ir.Kernel) -> list[str]:
-    """How the launcher passes each runtime parameter: 'ptr' (data pointer and element
-    count), 'int' or 'float'."""
-    return ["ptr" if p.is_pointer else ("float" if p.var.type.dtype.is_float else "int") for p in kernel.params]
-
-
-def access_sites(kernel: ir.Kernel) -> list[str]:
-    """Source text of each checked access, in the order of the site numbers `emit` returns."""
-    return [str(s.loc) if s.loc else "" for s in _accesses(fold_identities(kernel).body)]
+    kinds = ["ptr" if p.is_pointer else ("float" if p.var.type.dtype.is_float else "int") for p in folded.params]
+    return Native(source, kinds, [str(s.loc) if s.loc else "" for s in _accesses(folded.body)])
 
 
 def _accesses(block: ir.Block) -> list[ir.Assign | ir.Store]:

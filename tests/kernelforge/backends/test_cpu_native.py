@@ -252,7 +252,7 @@ def test_a_zero_loop_step_is_an_error(monkeypatch):
 def test_a_library_is_compiled_once_per_source(tmp_path, monkeypatch):
     monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(c_build, "_loaded", {})
-    source = c_emit.emit(gather_kernel.specialize(["*fp32", "*i64", "*fp32"], {"BLOCK": 4}))
+    source = c_emit.emit(gather_kernel.specialize(["*fp32", "*i64", "*fp32"], {"BLOCK": 4})).source
     c_build.build(source)
     built = list((tmp_path / "cpu-native").rglob("*.so"))
     assert len(built) == 1

@@ -3,6 +3,7 @@ strategies, the backends to run on, and per-dtype tolerances."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 import kernelforge as kf
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# The module (`kernelforge.kernels.paged_attention` the attribute is the op).
+_ATTENTION_MODULE = importlib.import_module("kernelforge.kernels.paged_attention")
 
 # Elementwise ops (norms, rotary) round once to the output dtype.
 TOL = {
@@ -25,6 +28,22 @@ ATTN_TOL = {
     torch.float16: dict(atol=5e-3, rtol=5e-3),
     torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
 }
+
+
+class FixedRowsProvider:
+    """A tuned-config cache answering paged attention with `block_m` query rows (and
+    32-key tiles) whatever today's rows rule says: a config tuned before the rule changed,
+    or one a test forces."""
+
+    stable = True
+
+    def __init__(self, block_m: int) -> None:
+        self.block_m = block_m
+
+    def get_config(self, autotuned, key, named_args):
+        if autotuned is _ATTENTION_MODULE._paged_attention_kernel:
+            return kf.Config(BLOCK_M=self.block_m, TILE=32)
+        return None
 
 
 def backend_param(name: str):

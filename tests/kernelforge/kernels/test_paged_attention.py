@@ -8,7 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_cases import ATTN_TOL, DTYPES, PagedBatch, backend_param, make_paged_batch, sequences
+from kernel_cases import (ATTN_TOL, DTYPES, FixedRowsProvider, PagedBatch, backend_param, make_paged_batch,
+                          sequences)
 
 import kernelforge as kf
 from kernelforge import autotuning
@@ -461,27 +462,12 @@ def test_cpu_program_rows_follow_the_autotune_bucket(group, bucket):
     assert len(rows) == 1
 
 
-class StaleRowsProvider:
-    """A tuned-config cache answering with rows other than today's rule gives (a config
-    tuned before the rule changed)."""
-
-    stable = True
-
-    def __init__(self, block_m: int) -> None:
-        self.block_m = block_m
-
-    def get_config(self, autotuned, key, named_args):
-        if autotuned is attention_module._paged_attention_kernel:
-            return kf.Config(BLOCK_M=self.block_m, TILE=32)
-        return None
-
-
 @pytest.mark.parametrize("block_m", [2, 16, 128])
 def test_cpu_ordered_launch_lists_its_blocks_for_the_tuned_configs_rows(block_m):
     batch = make_paged_batch(q_lens=[37, 5, 0, 130, 1], ctx_lens=[37, 60, 4, 130, 9], num_heads=4, num_kv_heads=2,
                              head_size=64, block_size=16, dtype=torch.float32, seed=23, pad_tokens=3)
     assert attention_module._block_m(2, 130, torch.device("cpu")) != block_m
-    previous = autotuning.set_config_provider(StaleRowsProvider(block_m))
+    previous = autotuning.set_config_provider(FixedRowsProvider(block_m))
     try:
         with capture_launches() as captured:
             check("cpu", batch, torch.float32, window=20)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_cases import ATTN_TOL, DTYPES, backend_param, make_paged_batch, sequences
+from kernel_cases import ATTN_TOL, DTYPES, FixedRowsProvider, backend_param, make_paged_batch, sequences
 
 import kernelforge as kf
 import kernelforge.language as kl
@@ -180,7 +180,7 @@ def test_large_prefill_launches_in_parts_that_cover_its_blocks(block_m, monkeypa
     monkeypatch.setattr(attention_module, "CPU_LAUNCH_ACC_ELEMENTS", 3 * 2 * 64 * 64)
     batch = make_paged_batch(q_lens=[37, 5, 0, 130, 1, 60], ctx_lens=[37, 60, 4, 130, 9, 80], num_heads=6,
                              num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float32, seed=7, pad_tokens=2)
-    provider = None if block_m is None else StaticRowsProvider(block_m)
+    provider = None if block_m is None else FixedRowsProvider(block_m)
     previous = autotuning.set_config_provider(provider) if provider else None
     try:
         with kf.backend("cpu"), capture_launches() as captured:
@@ -202,20 +202,6 @@ def test_large_prefill_launches_in_parts_that_cover_its_blocks(block_m, monkeypa
     expected = torch.full_like(batch.query, float("nan"))
     reference.paged_attention(expected, *batch.args(), 0.125)
     torch.testing.assert_close(out, expected, equal_nan=True, **ATTN_TOL[torch.float32])
-
-
-class StaticRowsProvider:
-    """Answers with `block_m` rows whatever the rows rule says."""
-
-    stable = True
-
-    def __init__(self, block_m: int) -> None:
-        self.block_m = block_m
-
-    def get_config(self, autotuned, key, named_args):
-        if autotuned is attention_module._paged_attention_kernel:
-            return kf.Config(BLOCK_M=self.block_m, TILE=32)
-        return None
 
 
 @pytest.mark.parametrize("backend", [backend_param("cpu"), backend_param("interpret")])
