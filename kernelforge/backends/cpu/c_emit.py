@@ -78,6 +78,12 @@ static inline unsigned short kf_float_to_bf16(float f) {
     return (unsigned short)(u >> 16);
 }
 static inline float kf_round_bf16(float x) { return kf_bf16_to_float(kf_float_to_bf16(x)); }
+/* How many lanes i >= 0 (at most `lanes`) have step * i < room, for step > 0. */
+static inline long long kf_prefix(long long room, long long step, long long lanes) {
+    if (room <= 0) return 0;
+    long long k = (room + step - 1) / step;
+    return k < lanes ? k : lanes;
+}
 """
 
 
@@ -340,7 +346,8 @@ class _Emitter:
         if not proven:
             self.group_loop(g)
             return
-        self.emit(f"if ({' && '.join(proven.values())}) {{")
+        conditions = dict.fromkeys(c for conds in proven.values() for c in conds)
+        self.emit(f"if ({' && '.join(conditions)}) {{")
         self.depth += 1
         self.unchecked = set(proven)
         self.group_loop(g)
@@ -374,10 +381,16 @@ class _Emitter:
         for site in flags:
             self.emit(f"if (kf_bad{site}) return {site};")
 
-    def affine_bounds(self, g: _Group) -> dict[int, str]:
+    def affine_bounds(self, g: _Group) -> dict[int, tuple[str, ...]]:
         """Per access whose offset is `base + coef * lane` (base uniform over the loop), the C
-        condition that its first and last lanes are in bounds: then every lane is."""
+        condition that its first and last on lanes are in bounds: then every on lane is.
+
+        Without a mask (or with another mask) the last on lane is the block's last lane;
+        under a mask that is on exactly for the first k lanes (`cols < n` with `cols` rising
+        in the lane) it is lane k - 1, so the masked-off tail of a row's last chunk does not
+        send the chunk to the checked loop."""
         forms: dict[str, tuple[str, int, tuple[str, ...]]] = {}
+        prefixes: dict[str, tuple[str, tuple[str, ...]]] = {}
 
         def form(a: ir.Operand) -> tuple[str, int, tuple[str, ...]] | None:
             if a.type.dtype.is_float and not a.type.is_pointer:
@@ -390,20 +403,23 @@ class _Emitter:
         for s in g.stmts:
             if id(s) in self.sites:
                 ptr = s.ptr if isinstance(s, ir.Store) else s.args[0]
+                mask = s.mask if isinstance(s, ir.Store) else (s.args[1] if len(s.args) > 1 else None)
                 f = form(ptr)
                 if f is not None:
-                    base, coef, conds = f
-                    last = f"({base} + {coef * (g.numel - 1)}LL)"
-                    n = f"(unsigned long long)n_{_root(ptr)}"
-                    proven[id(s)] = " && ".join(
-                        [*conds, f"(unsigned long long)({base}) < {n} && (unsigned long long){last} < {n}"])
+                    prefix = prefixes.get(mask.name) if isinstance(mask, ir.Var) else None
+                    proven[id(s)] = _in_bounds(f, f"n_{_root(ptr)}", g.numel, prefix)
             if isinstance(s, ir.Assign):
                 f = _affine(s, form, g.numel)
                 if f is None:
                     forms.pop(s.dst.name, None)
                 else:
                     forms[s.dst.name] = f
-        return proven
+                p = _prefix(s, form, g.numel)
+                if p is None:
+                    prefixes.pop(s.dst.name, None)
+                else:
+                    prefixes[s.dst.name] = p
+        return {k: v for k, v in proven.items() if v is not None}
 
     def note(self, var: ir.Var) -> None:
         self.types[var.name] = var.type
@@ -687,6 +703,46 @@ def _fitting(f: tuple[str, int, tuple[str, ...]], t: ir.BlockType, lanes: int) -
         (0, (1 << t.dtype.bits) - 1)
     ends = (f"({base})", f"(({base}) + {coef * (lanes - 1)}LL)")
     return base, coef, conds + tuple(f"{e} >= {low}LL && {e} <= {high}LL" for e in ends)
+
+
+def _in_bounds(f: tuple[str, int, tuple[str, ...]], count: str, lanes: int,
+               prefix: tuple[str, tuple[str, ...]] | None) -> tuple[str, ...] | None:
+    """The conditions that every on lane of an access at offset `f` is below `count`: its
+    form's own, and its first and last on lanes (the first `prefix[0]` lanes under a prefix
+    mask, else all `lanes`) in bounds. None when the lane span could overflow 64 bits."""
+    base, coef, conds = f
+    if abs(coef) * lanes >= 1 << 62:
+        return None
+    n = f"(unsigned long long){count}"
+    first = f"(unsigned long long)({base}) < {n}"
+    if prefix is None:
+        return conds + (first, f"(unsigned long long)(({base}) + {coef * (lanes - 1)}LL) < {n}")
+    on, mask_conds = prefix
+    last = f"(unsigned long long)(({base}) + {coef}LL * ({on} - 1)) < {n}"
+    return conds + mask_conds + (f"({on} == 0 || ({first} && {last}))",)
+
+
+# A compare `a op b` is on where sign * (a - b) < slack.
+_PREFIX_COMPARES = {"lt": (1, 0), "le": (1, 1), "gt": (-1, 0), "ge": (-1, 1)}
+
+
+def _prefix(s: ir.Assign, form, lanes: int) -> tuple[str, tuple[str, ...]] | None:
+    """When `s` is a compare of affine forms that is on exactly for the lanes below some k:
+    (C expression of k, the conditions under which that holds), else None.
+
+    Its operands must be 32 bits or narrower: their forms' conditions then make the 64-bit
+    forms the exact values C compares."""
+    if s.op not in _PREFIX_COMPARES or any(a.type.dtype.is_float or a.type.dtype.bits > 32 for a in s.args):
+        return None
+    fa, fb = form(s.args[0]), form(s.args[1])
+    if fa is None or fb is None:
+        return None
+    sign, slack = _PREFIX_COMPARES[s.op]
+    step = sign * (fa[1] - fb[1])
+    if step <= 0 or step * lanes >= 1 << 62:
+        return None
+    room = f"({slack}LL - {sign}LL * ((long long)({fa[0]}) - (long long)({fb[0]})))"
+    return f"kf_prefix({room}, {step}LL, {lanes}LL)", fa[2] + fb[2]
 
 
 def _remapped_source(s: ir.Stmt) -> ir.Var | None:

@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import kernelforge as kf
@@ -266,3 +266,60 @@ def test_a_compiler_error_names_the_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("KF_CACHE_DIR", str(tmp_path))
     with pytest.raises(c_build.NativeBuildError, match="failed on a generated kernel"):
         c_build.build("int kf_kernel( {")
+
+
+@kf.jit
+def prefix_masked_kernel(x_ptr, out_ptr, start, bound, BLOCK: kl.constexpr, STEP: kl.constexpr, OP: kl.constexpr):
+    lanes = start + STEP * kl.arange(0, BLOCK)
+    if OP == "lt":
+        mask = lanes < bound
+    elif OP == "le":
+        mask = lanes <= bound
+    elif OP == "gt":
+        mask = bound > lanes
+    else:
+        mask = bound >= lanes
+    kl.store(out_ptr + lanes, kl.load(x_ptr + lanes, mask=mask, other=-1.0) + 1.0, mask=mask)
+
+
+def _on_lanes(start: int, bound: int, block: int, step: int, op: str) -> list[int]:
+    """The offsets `prefix_masked_kernel` accesses."""
+    lanes = [start + step * i for i in range(block)]
+    keep = {"lt": lambda v: v < bound, "le": lambda v: v <= bound, "gt": lambda v: bound > v,
+            "ge": lambda v: bound >= v}[op]
+    return [v for v in lanes if keep(v)]
+
+
+@settings(deadline=None, max_examples=60)
+@given(n=st.integers(0, 70), start=st.integers(-80, 80), bound=st.integers(-80, 150),
+       block=st.sampled_from([1, 16, 64]), step=st.sampled_from([-2, -1, 1, 3]),
+       op=st.sampled_from(["lt", "le", "gt", "ge"]))
+@example(n=40, start=0, bound=40, block=64, step=1, op="lt")  # the last on lane is the tensor's last
+@example(n=40, start=0, bound=41, block=64, step=1, op="lt")  # one on lane past the end
+@example(n=40, start=0, bound=40, block=64, step=1, op="le")
+@example(n=40, start=40, bound=200, block=16, step=3, op="ge")  # every on lane past the end
+def test_masked_off_lanes_past_the_tensor_never_fault_and_on_lanes_are_checked(n, start, bound, block, step, op):
+    """A mask on for the first k lanes lets the chunk skip per-lane checks when lanes
+    0..k-1 are in bounds; the lanes past them may lie outside the tensor."""
+    guard = 8
+    storage = torch.zeros(n + 2 * guard)
+    out = storage[guard:guard + n]
+    x = torch.arange(n, dtype=torch.float32)
+    on = _on_lanes(start, bound, block, step, op)
+    with mock.patch.dict(os.environ, {"KF_CPU_NATIVE": "1"}):
+        if all(0 <= v < n for v in on):
+            prefix_masked_kernel[(1,)](x, out, start, bound, BLOCK=block, STEP=step, OP=op)
+            expected = torch.zeros(n)
+            expected[on] = x[on] + 1.0
+            torch.testing.assert_close(out, expected)
+        else:
+            with pytest.raises(kf.KernelFault, match="prefix_masked_kernel"):
+                prefix_masked_kernel[(1,)](x, out, start, bound, BLOCK=block, STEP=step, OP=op)
+    assert storage[:guard].eq(0).all() and storage[guard + n:].eq(0).all()
+
+
+def test_a_prefix_masked_chunk_is_proved_by_its_on_lanes():
+    kernel = prefix_masked_kernel.specialize(["*fp32", "*fp32", "i32", "i32"], {"BLOCK": 64, "STEP": 1, "OP": "lt"})
+    assert "kf_prefix(" in c_emit.emit(kernel).source.split("kf_kernel(")[1]
+    suffix = prefix_masked_kernel.specialize(["*fp32", "*fp32", "i32", "i32"], {"BLOCK": 64, "STEP": -1, "OP": "lt"})
+    assert "kf_prefix(" not in c_emit.emit(suffix).source.split("kf_kernel(")[1]
