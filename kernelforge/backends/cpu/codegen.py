@@ -84,6 +84,7 @@ class CodeGen:
                 self.total_refs[atom] += 1
         # reads through access forms count: an in-place op must not reuse a buffer one still reads
         self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs)
+        self.inplace_dots |= fusion.find_dots_into_temporaries(kernel, self.facts, self.total_refs)
         owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
         stores = {id(st): st for st in ir.walk(kernel.body) if isinstance(st, ir.Store)}
         fused_stores = {id(d): stores[i] for i, d in self.fused.items()}

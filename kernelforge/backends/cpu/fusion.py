@@ -15,7 +15,9 @@ the view's).
 An accumulator (`acc = kl.dot(a, b, acc)` in a loop) is updated in place by
 `baddbmm_` when nothing else can hold its tensor: it is assigned only by its
 initialisation (which is then copied once, so no constant or argument is shared) and
-by copies of dot results that feed it, and it is not merged by predication.
+by copies of dot results that feed it, and it is not merged by predication. A dot
+whose acc operand is a fresh temporary only it reads (the online softmax's
+`acc * alpha[:, None]`) accumulates into that temporary (`find_dots_into_temporaries`).
 
 One peephole: the softmax idiom (`max`, subtract, `exp`, `sum`, divide along one
 block axis, the Triton tutorial's row softmax) becomes one `torch.softmax`, a single
@@ -198,6 +200,39 @@ def makes_fresh_tensor(d: ir.Assign, facts: Facts) -> bool:
     return d.op in _FRESH
 
 
+def find_dots_into_temporaries(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
+    """`id()`s of `dot(a, b, t)` that may accumulate into the temporary `t` in place.
+
+    The online softmax rescales its accumulator as the dot's acc operand
+    (`dot(p, v, acc * alpha[:, None])`); out of place, `torch.baddbmm` copies that
+    rescaled block first. The copy is needless when `t` is read only by the dot, has its
+    type and per-program layout, and was made in the same block by an op returning a
+    fresh tensor (so no variable, constant, argument or view of a load shares it, and
+    the dot cannot run more often than it). `refs` counts reads as for `find_inplace`.
+    """
+    out: set[int] = set()
+
+    for block in nested_blocks(kernel.body):
+        defs: dict[str, ir.Assign] = {}
+        for st in block.stmts:
+            if not isinstance(st, ir.Assign):
+                continue
+            acc = st.args[2] if st.op == "dot" and len(st.args) == 3 else None
+            d = defs.get(acc.name) if isinstance(acc, ir.Var) else None
+            if d is not None and _private_temporary(acc, d, st, facts, refs):
+                out.add(id(st))
+            defs[st.dst.name] = st
+    return out
+
+
+def _private_temporary(value: ir.Var, d: ir.Assign, reader: ir.Assign, facts: Facts, refs: Counter) -> bool:
+    """Whether `value` (assigned by `d`) is a fresh per-program tensor read only by `reader`,
+    with `reader`'s result type and layout, which `reader` may therefore overwrite."""
+    return (refs[value.name] == 2 and value.type == reader.dst.type
+            and facts.is_varying(value) == facts.is_varying(reader.dst) and makes_fresh_tensor(d, facts)
+            and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args) or d.op == "dot"))
+
+
 def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
     """`id()`s of elementwise ops that may overwrite their first operand.
 
@@ -216,10 +251,8 @@ def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
             if isinstance(st, ir.Assign):
                 a = st.args[0] if st.args else None
                 d = defs.get(a.name) if isinstance(a, ir.Var) else None
-                if (d is not None and _has_out_form(st, facts) and st.op != "cast" and refs[a.name] == 2
-                        and a.type == st.dst.type and facts.is_varying(a) == facts.is_varying(st.dst)
-                        and makes_fresh_tensor(d, facts) and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args)
-                                                or d.op == "dot")):
+                if (d is not None and _has_out_form(st, facts) and st.op != "cast"
+                        and _private_temporary(a, d, st, facts, refs)):
                     out.add(id(st))
                 defs[st.dst.name] = st
     return out
