@@ -383,7 +383,7 @@ class _Emitter:
 
     def affine_bounds(self, g: _Group) -> dict[int, tuple[str, ...]]:
         """Per access whose offset is `base + coef * lane` (base uniform over the loop), the C
-        condition that its first and last on lanes are in bounds: then every on lane is.
+        conditions that its first and last on lanes are in bounds: then every on lane is.
 
         Without a mask (or with another mask) the last on lane is the block's last lane;
         under a mask that is on exactly for the first k lanes (`cols < n` with `cols` rising
@@ -513,6 +513,9 @@ class _Emitter:
         self.emit("}")
 
     def fold(self, op: str, src: str, out, outer: int, extent: int, inner: int, ctype: str, dtype: DType) -> None:
+        """Folds contiguous values into 16 partial results (one vector) combined pairwise:
+        combined one by one, the 15 dependent adds cost more than a short row's loop. The
+        folding loop stays a loop (`unroll 1`): gcc unrolls a short one into scalar adds."""
         init = {"sum": "0", "max": _lowest(dtype), "min": _highest(dtype)}[op]
         lanes = 16 if inner == 1 and extent >= 32 else 1
         acc = self.fresh("acc")
@@ -522,11 +525,15 @@ class _Emitter:
         self.emit(f"for (int l = 0; l < {lanes}; l++) {acc}[l] = {init};")
         self.emit("long long r = 0;")
         x = f"({ctype}){src}[(o * {extent} + r + l) * {inner} + j]"
+        self.emit("#pragma GCC unroll 1")
         self.emit(f"for (; r + {lanes} <= {extent}; r += {lanes}) for (int l = 0; l < {lanes}; l++) "
                   f"{acc}[l] = {_combine(op, f'{acc}[l]', x)};")
         x_tail = f"({ctype}){src}[(o * {extent} + r) * {inner} + j]"
         self.emit(f"for (; r < {extent}; r++) {acc}[0] = {_combine(op, f'{acc}[0]', x_tail)};")
-        self.emit(f"for (int l = 1; l < {lanes}; l++) {acc}[0] = {_combine(op, f'{acc}[0]', f'{acc}[l]')};")
+        width = lanes // 2
+        while width:  # one loop per level: constant bounds show the halves do not overlap
+            self.emit(f"for (int l = 0; l < {width}; l++) {acc}[l] = {_combine(op, f'{acc}[l]', f'{acc}[l + {width}]')};")
+            width //= 2
         self.emit(f"{out(f'o * {inner} + j')} = {_rounded(dtype, f'{acc}[0]')};")
         self.depth -= 1
         self.emit("}")
