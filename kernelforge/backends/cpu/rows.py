@@ -99,7 +99,16 @@ def _evaluate(P: Programs, aff: Aff, dyn: Sequence[Dyn], dims_shape: Sequence[in
 
 
 def _program_offsets(P: Programs, base: int, pid: tuple[int, ...], rank: int) -> torch.Tensor:
-    """`base + sum(c_k * program_id(k))` as int64 `[G, 1, ...]` (rank ones)."""
+    """`base + sum(c_k * program_id(k))` as int64 `[G, 1, ...]` (rank ones), made once per
+    program set (`Programs.cached`: never written)."""
+    key = ("offsets", base, pid, rank)
+    out = P.cached.get(key)
+    if out is None:
+        out = P.remember(key, _sum_of_program_terms(P, base, pid).view(-1, *((1,) * rank)))
+    return out
+
+
+def _sum_of_program_terms(P: Programs, base: int, pid: tuple[int, ...]) -> torch.Tensor:
     out = None
     for axis, c in enumerate(pid):
         if c:
@@ -107,7 +116,7 @@ def _program_offsets(P: Programs, base: int, pid: tuple[int, ...], rank: int) ->
             out = term if out is None else out.add_(term)
     if base:
         out.add_(base)
-    return out.view(-1, *((1,) * rank))
+    return out
 
 
 @dataclass(frozen=True)

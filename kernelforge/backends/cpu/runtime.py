@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
 
@@ -19,20 +19,30 @@ Number = int | float | bool
 Value = Any  # torch.Tensor or Python number
 
 
+# Grid -> the derived tensors of its whole program set (`Programs.cached`), shared by
+# every launch over that grid: a decode step relaunches one grid per kernel.
+_grid_tensors: dict[tuple[int, int, int], dict] = {}
+_GRID_LIMIT = 256
+
+
 class Programs:
     """The program instances being executed: the launch grid and, inside a compacted
-    divergent loop, the subset `idx` (flat program indices) still running."""
+    divergent loop, the subset `idx` (flat program indices) still running.
+
+    The program ids of a whole grid depend on nothing else, so they are made once per
+    grid and shared by later launches (as every tensor in `cached`): nothing may write
+    them, which holds because generated code only overwrites fresh temporaries."""
 
     def __init__(self, grid: Sequence[int], idx: torch.Tensor | None = None) -> None:
         self.grid = (int(grid[0]), int(grid[1]), int(grid[2]))
         self.total = self.grid[0] * self.grid[1] * self.grid[2]
         self.idx = idx
         self.G = self.total if idx is None else int(idx.numel())
-        self._pids: dict[int, torch.Tensor] = {}
+        self.cached: dict = {} if idx is not None else _whole_grid_tensors(self.grid)
 
     def pid(self, axis: int) -> torch.Tensor:
         """`program_id(axis)` of every executing program, as int32 `[G]`."""
-        if axis not in self._pids:
+        if axis not in self.cached:
             flat = torch.arange(self.total, dtype=torch.int32) if self.idx is None else self.idx.to(torch.int32)
             g0, g1, _ = self.grid
             if axis == 0:
@@ -41,21 +51,37 @@ class Programs:
                 p = (flat // g0) % g1
             else:
                 p = flat // (g0 * g1)
-            self._pids[axis] = p
-        return self._pids[axis]
+            self.remember(axis, p)
+        return self.cached[axis]
 
     def pid_index(self, axis: int) -> torch.Tensor:
         """`pid(axis)` as int64, for `index_select`."""
         key = axis + 3
-        if key not in self._pids:
-            self._pids[key] = self.pid(axis).long()
-        return self._pids[key]
+        if key not in self.cached:
+            self.remember(key, self.pid(axis).long())
+        return self.cached[key]
+
+    def remember(self, key: Hashable, derived: torch.Tensor) -> torch.Tensor:
+        """Keeps `derived`, a tensor that depends only on this program set, in `cached`."""
+        if len(self.cached) >= _GRID_LIMIT:
+            self.cached.clear()
+        self.cached[key] = derived
+        return derived
 
     def subset(self, keep: torch.Tensor) -> "Programs":
         """The programs selected by `keep` (bool or index tensor over the current set)."""
         rows = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep
         idx = rows if self.idx is None else self.idx[rows]
         return Programs(self.grid, idx)
+
+
+def _whole_grid_tensors(grid: tuple[int, int, int]) -> dict:
+    tensors = _grid_tensors.get(grid)
+    if tensors is None:
+        if len(_grid_tensors) >= _GRID_LIMIT:
+            _grid_tensors.clear()
+        tensors = _grid_tensors[grid] = {}
+    return tensors
 
 
 _scratch = threading.local()

@@ -121,3 +121,29 @@ def test_take_faults_outside_the_tensor_for_tensor_and_int_offsets():
     for offs in (torch.tensor([0, -1]), torch.tensor([4]), -1, 4):
         with pytest.raises(IndexError):
             rt.take(t, offs)
+
+
+def test_program_ids_of_a_grid_are_made_once_and_shared_by_later_launches():
+    first, again = rt.Programs((3, 2, 2)), rt.Programs((3, 2, 2))
+    assert again.pid(1) is first.pid(1) and again.pid_index(2) is first.pid_index(2)
+    flat = torch.arange(12)
+    assert first.pid(0).tolist() == (flat % 3).tolist()
+    assert first.pid(1).tolist() == (flat // 3 % 2).tolist()
+    assert first.pid_index(2).tolist() == (flat // 6).tolist()
+    assert rt.Programs((3, 2, 3)).pid(1) is not first.pid(1)
+
+
+def test_a_subset_of_programs_computes_its_own_ids():
+    whole = rt.Programs((4, 2, 1))
+    some = whole.subset(torch.tensor([1, 6]))
+    assert some.pid(0).tolist() == [1, 2] and some.pid(1).tolist() == [0, 1]
+    assert whole.pid(0).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]  # the shared ids are untouched
+    assert rt.Programs((4, 2, 1), idx=torch.tensor([1, 6])).cached is not some.cached
+
+
+def test_the_cache_of_derived_tensors_is_bounded():
+    P = rt.Programs((5, 7, 1))
+    for key in range(rt._GRID_LIMIT + 3):
+        P.remember(("test", key), torch.zeros(1))
+    assert len(P.cached) <= rt._GRID_LIMIT
+    assert P.pid(1).tolist() == [i // 5 for i in range(35)]

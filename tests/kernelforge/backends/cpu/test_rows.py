@@ -108,6 +108,18 @@ def test_row_starts_add_program_terms_and_scaled_rows(base, pid_coefs):
     torch.testing.assert_close(got, (first + torch.arange(4)).float())
 
 
+def test_program_terms_of_row_starts_are_made_once_per_grid():
+    """A relaunch over the same grid (each decode step's K and V loads) reuses them."""
+    t = torch.arange(2000.0)
+    slots = torch.randint(0, 8, (6, 5), dtype=torch.int32)
+    for _ in range(2):
+        P = Programs((1, 3, 2))
+        got = rows.load_rows(t, P, (7, (0, 64, 5), (0, 1)), (5, 4), 1, True, dyn=((slots, 192, (0,), True),))
+        first = 7 + 64 * P.pid(1).long()[:, None, None] + 5 * P.pid(2).long()[:, None, None]
+        torch.testing.assert_close(got, (first + 192 * slots.long()[..., None] + torch.arange(4)).float())
+    assert ("offsets", 7, (0, 64, 5), 2) in P.cached
+
+
 @pytest.mark.parametrize("pid_coefs", [(0, 0, 0), (0, 64, 0)])
 def test_row_starts_of_int32_rows_are_computed_in_int64(pid_coefs):
     """An int32 slot times a row's element count passes 2**31 in a large cache: the start
