@@ -35,7 +35,7 @@ from typing import Any, Callable, Protocol, Sequence, Union
 import torch
 
 from kernelforge.backends import launch_flags, select_backend_name
-from kernelforge.jit import arg_signature, constant_key, launches_signed, signature_device
+from kernelforge.jit import BoundLaunch, arg_signature, constant_key, launches_signed, signature_device
 
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
@@ -404,6 +404,31 @@ class Autotuned:
             self._configs_seen[memo_key] = (config.kwargs, self._launch_signature(args, kwargs, config))
         return result
 
+    def memo_state(self, device: torch.device | None) -> tuple | None:
+        """What a launch memoised outside this object (`bind`) depends on besides its
+        arguments: the provider generation, the `launch_flags` and the backend `device`
+        selects. None while launches must not be memoised: a config is forced or launches
+        are captured (this thread), the provider is not `stable`, or the kernel's `run` was
+        replaced (a recorder must see every launch)."""
+        if not _memo_allowed() or not launches_signed(self.fn):
+            return None
+        return (_provider_generation, *launch_flags(), select_backend_name(device))
+
+    def bind(self, args: tuple, kwargs: dict[str, Any], grid: Any) -> BoundLaunch | None:
+        """The launch that a call with these arguments, already made, settled (config,
+        specialisation, compiled launcher), fixed to `grid`: see `JITFunction.bind`. It
+        stays right for any later call whose arguments match these in everything
+        `_config_memo_key` reads, under the same `memo_state`. None when the call was not
+        memoised."""
+        memo_key = self._config_memo_key(args, kwargs)
+        try:
+            seen = self._configs_seen.get(memo_key) if memo_key is not None else None
+        except TypeError:  # an unhashable argument value
+            return None
+        if seen is None or seen[1] is None or not launches_signed(self.fn):
+            return None
+        return self.fn.bind(seen[1], grid)
+
     def _launch_signature(self, args: tuple, kwargs: dict[str, Any], config: Config) -> tuple | None:
         """The wrapped kernel's `call_signature` for this call with `config`, when it has
         one: the memo key fixes it (every part of it is a part of the key), so a repeated
@@ -425,8 +450,7 @@ class Autotuned:
         nothing else. It also holds everything the kernel's `call_signature` reads, so the
         memo keeps that signature too.
         """
-        if ((_provider is not None and not getattr(_provider, "stable", False))
-                or _local.__dict__.get("forced") or _local.__dict__.get("captures")):
+        if not _memo_allowed():
             return None
         parts = tuple(map(arg_signature, args))
         if None in parts:  # rare: only then ask each argument the slower question
@@ -448,6 +472,14 @@ class Autotuned:
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
+
+
+def _memo_allowed() -> bool:
+    """Whether a config settled for a launch may be reused: no config is forced and no
+    launch is captured in this thread, and the provider (if any) is `stable`."""
+    local = _local.__dict__
+    return ((_provider is None or getattr(_provider, "stable", False))
+            and not local.get("forced") and not local.get("captures"))
 
 
 def _memo_arg_part(value: Any) -> Any:

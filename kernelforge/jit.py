@@ -260,6 +260,14 @@ class JITFunction:
             return
         self._run_checked(args, kwargs, grid, signature)
 
+    def bind(self, signature: tuple, grid: Any) -> "BoundLaunch | None":
+        """The launch a call with `signature` settled (None when no call with it has been
+        made yet, or when `grid` is a callable, which reads the arguments) fixed to `grid`."""
+        plan = self._plans.get(signature)
+        if plan is None or callable(grid):
+            return None
+        return BoundLaunch(self, plan, _grid3(grid, {}, self.__name__))
+
     def call_signature(self, args: tuple, kwargs: dict[str, Any]) -> tuple | None:
         """What a checked launch's outcome depends on, read cheaply from the call: per
         argument its dtype and device (tensors) or scalar type, the keywords' values, the
@@ -341,6 +349,29 @@ class _LaunchPlan(NamedTuple):
 
 
 _JIT_RUN = JITFunction.run
+
+
+class BoundLaunch:
+    """A compiled launch fixed to one call signature and grid (see `JITFunction.bind`).
+
+    Calling it with runtime arguments (in parameter order) of that signature runs the
+    kernel without binding, typing or looking anything up: the caller vouches that the
+    arguments have the signature. It launches nothing and returns False once its backend
+    module was reloaded (KF_CPU_COMPILE toggled); the caller then launches the checked way.
+    """
+
+    __slots__ = ("_jit", "_plan", "_grid")
+
+    def __init__(self, jit: JITFunction, plan: _LaunchPlan, grid: tuple[int, int, int]) -> None:
+        self._jit, self._plan, self._grid = jit, plan, grid
+
+    def __call__(self, args: list) -> bool:
+        plan = self._plan
+        if get_backend(plan.backend_name) is not plan.backend:
+            return False
+        if 0 not in self._grid:
+            self._jit._invoke(plan.launch, plan.backend_name, self._grid, args)
+        return True
 
 
 def _without_launch_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,15 @@ and its entry point chooses how programs map to items with the constexpr PERSIST
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from kernelforge.autotuning import Autotuned
 from kernelforge.backends import num_cores, select_backend_name
 from kernelforge.backends.cpu import c_build
+from kernelforge.jit import BoundLaunch
 
 
 def persistent(device: torch.device) -> bool:
@@ -56,3 +60,59 @@ def flat_view(t: Tensor) -> Tensor:
         return t
     span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()) if size > 0)
     return t.as_strided((span if t.numel() else 0,), (1,))
+
+
+_KEY_SCALARS = (int, float, bool, str, type(None))
+
+
+def memo_key(scalars: tuple, *tensors: Tensor | None) -> tuple | None:
+    """An op call's `LaunchMemo` key: its scalar arguments with their types, and what its
+    metadata checks and kernel arguments read from its tensors (shape, strides, dtype,
+    device; None stays None). None when an argument is neither an int, float, bool, str,
+    None nor a tensor: the op's checks then name it."""
+    parts: list = [tuple((type(v), v) for v in scalars)]
+    if not all(type(v) in _KEY_SCALARS for v in scalars):
+        return None
+    for t in tensors:
+        if t is None:
+            parts.append(None)
+        elif isinstance(t, Tensor):
+            parts.append((t.shape, t.stride(), t.dtype, t.device))
+        else:
+            return None
+    return tuple(parts)
+
+
+class LaunchMemo:
+    """One op's memo from its call's metadata to the kernel launch that metadata settled.
+
+    An op's metadata checks, and its kernel's config, specialisation and grid, depend only
+    on its tensors' `metadata`, its scalar arguments and the kernel's `memo_state`. So a
+    call whose key (the op builds it from exactly those) was seen before skips the
+    metadata checks, the autotune memo and the launcher's lookups, and runs the compiled
+    launch directly: on one token a launch costs a few microseconds instead of twenty.
+    Checks that read tensor contents (slots, positions) still run on every call.
+    """
+
+    def __init__(self, kernel: Autotuned) -> None:
+        self._kernel = kernel
+        self._launches: dict[tuple, BoundLaunch] = {}
+
+    def find(self, key: tuple, device: torch.device) -> BoundLaunch | None:
+        """The launch memoised for `key` on `device`; None: check the arguments and `launch`."""
+        state = self._kernel.memo_state(device)
+        return None if state is None else self._launches.get((state, key))
+
+    def launch(self, key: tuple | None, device: torch.device, found: BoundLaunch | None,
+               grid: tuple[int, ...], args: tuple, constexprs: dict[str, Any]) -> None:
+        """Run the kernel: through `found` (what `find` gave) when there is one, else the
+        checked way, then memoise the launch under `key` (None: never)."""
+        if found is not None and found(list(args)):
+            return
+        self._kernel[grid](*args, **constexprs)
+        if key is None:
+            return
+        state = self._kernel.memo_state(device)
+        bound = self._kernel.bind(args, constexprs, grid) if state is not None else None
+        if bound is not None:
+            self._launches[(state, key)] = bound

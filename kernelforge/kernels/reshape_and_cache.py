@@ -15,7 +15,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2, pow2_between
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size, persistent
+from kernelforge.kernels.launch import LaunchMemo, flat_view, grid_size, memo_key, persistent
 
 # Elements per chunk: key and value chunks in flight plus their offsets take 86 KB at 4096
 # by the compiler's NPU estimate (inside the 96 KB budget), 168 KB at 8192.
@@ -64,6 +64,9 @@ def _reshape_and_cache_kernel(
                      row_size, key_stride, value_stride, BLOCK)
 
 
+_memo = LaunchMemo(_reshape_and_cache_kernel)
+
+
 def reshape_and_cache(
     key: Tensor, value: Tensor, key_cache: Tensor, value_cache: Tensor, slot_mapping: Tensor
 ) -> None:
@@ -71,15 +74,19 @@ def reshape_and_cache(
 
     A slot s is key_cache[s // block_size, s % block_size]; slot < 0 is skipped.
     """
-    validation.check_reshape_and_cache("reshape_and_cache", key, value, key_cache, value_cache, slot_mapping)
+    memo = memo_key((), key, value, key_cache, value_cache, slot_mapping)
+    found = _memo.find(memo, key.device) if memo is not None else None
+    if found is None:
+        validation.check_reshape_and_cache("reshape_and_cache", key, value, key_cache, value_cache, slot_mapping)
+    validation.check_slots("reshape_and_cache", slot_mapping, key_cache)
     num_tokens = key.shape[0]
     if num_tokens == 0:
         return
-    grid = (grid_size(num_tokens, key.device),)
-    _reshape_and_cache_kernel[grid](
-        flat_view(key), flat_view(value), key_cache, value_cache, slot_mapping, num_tokens, key.shape[1] * key.shape[2],
-        key.stride(0), value.stride(0), PERSISTENT=persistent(key.device),
-    )
+    device = key.device
+    _memo.launch(memo, device, found, (grid_size(num_tokens, device),),
+                 (flat_view(key), flat_view(value), key_cache, value_cache, slot_mapping, num_tokens,
+                  key.shape[1] * key.shape[2], key.stride(0), value.stride(0)),
+                 {"PERSISTENT": persistent(device)})
 
 
 __all__ = ["reshape_and_cache"]

@@ -14,7 +14,7 @@ import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size, on_native_cpu, persistent
+from kernelforge.kernels.launch import LaunchMemo, flat_view, grid_size, memo_key, on_native_cpu, persistent
 
 # Rotation pairs per head block: by the compiler's NPU estimate 4096 pairs (x1, x2, the
 # results and their offsets) need 101 KB, over the 96 KB budget; 2048 need half.
@@ -105,6 +105,14 @@ def _rotary_kernel(
                       HEAD_SIZE, ROT_HALF, ROT_HALF_PAD, IS_NEOX, HAS_KEY, BLOCK_H)
 
 
+_memo = LaunchMemo(_rotary_kernel)
+
+
+def _heads(t: Tensor, head_size: int) -> int:
+    """Heads per token of a [T, heads * head_size] or [T, heads, head_size] tensor."""
+    return t.shape[1] if t.dim() == 3 else t.shape[1] // head_size
+
+
 def rotary_embedding(
     positions: Tensor,
     query: Tensor,
@@ -118,21 +126,25 @@ def rotary_embedding(
     query [T, num_heads * head_size] or [T, num_heads, head_size], key likewise with the
     KV heads; cos_sin_cache [max_position, rot_dim] holds cat(cos, sin) per position.
     """
-    validation.check_rotary_embedding("rotary_embedding", positions, query, key, head_size,
-                                      cos_sin_cache, is_neox)
+    memo = memo_key((head_size, is_neox), positions, query, key, cos_sin_cache)
+    found = _memo.find(memo, query.device) if memo is not None else None
+    if found is None:
+        validation.check_rotary_embedding("rotary_embedding", positions, query, key, head_size,
+                                          cos_sin_cache, is_neox)
+    validation.check_positions("rotary_embedding", positions, cos_sin_cache)
     num_tokens = query.shape[0]
     if num_tokens == 0:
         return
     rot_half = cos_sin_cache.shape[1] // 2
-    num_q_heads = query[0].numel() // head_size
-    num_k_heads = 0 if key is None else key[0].numel() // head_size
-    grid = (grid_size(num_tokens, query.device),)
-    _rotary_kernel[grid](
-        positions.reshape(-1), flat_view(query), flat_view(query if key is None else key), cos_sin_cache,
-        num_tokens, num_q_heads, num_k_heads, query.stride(0),
-        query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0),
-        HEAD_SIZE=head_size, ROT_HALF=rot_half, ROT_HALF_PAD=next_power_of_2(rot_half), IS_NEOX=bool(is_neox),
-        HAS_KEY=key is not None, PERSISTENT=persistent(query.device),
+    device = query.device
+    _memo.launch(
+        memo, device, found, (grid_size(num_tokens, device),),
+        (positions if positions.dim() == 1 else positions.reshape(-1), flat_view(query),
+         flat_view(query if key is None else key), cos_sin_cache, num_tokens, _heads(query, head_size),
+         0 if key is None else _heads(key, head_size), query.stride(0),
+         query.stride(0) if key is None else key.stride(0), cos_sin_cache.stride(0)),
+        {"HEAD_SIZE": head_size, "ROT_HALF": rot_half, "ROT_HALF_PAD": next_power_of_2(rot_half),
+         "IS_NEOX": bool(is_neox), "HAS_KEY": key is not None, "PERSISTENT": persistent(device)},
     )
 
 

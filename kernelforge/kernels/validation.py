@@ -2,10 +2,11 @@
 
 A kernel that is handed a wrong shape reads or writes out of bounds silently, so every
 public op checks its arguments here and raises an error that names the argument.
-Shape, dtype and device checks are metadata only and always run. Checks that read
-tensor *contents* (block table entries, slot numbers, sequence lengths, positions)
-would force a host sync on an accelerator, so they run only for CPU tensors or when
-`KF_SANITIZE=1`.
+Shape, dtype and device checks read metadata only: an op runs them once per distinct
+call metadata (`launch.LaunchMemo`), since their answer cannot change while it does not.
+Checks that read tensor *contents* (block table entries, slot numbers, sequence lengths,
+positions; `check_positions`, `check_slots`) run on every call, but would force a host
+sync on an accelerator, so they run only for CPU tensors or when `KF_SANITIZE=1`.
 """
 
 from __future__ import annotations
@@ -116,8 +117,12 @@ def check_rotary_embedding(
     rot_dim = cos_sin_cache.shape[1]
     if rot_dim % 2 or rot_dim == 0 or rot_dim > head_size:
         _fail(op, f"cos_sin_cache's last dim (rot_dim) must be even and in 2..head_size={head_size}, got {rot_dim}")
-    if reads_contents(positions) and num_tokens:
-        lo, hi = (int(v) for v in torch.aminmax(positions))  # one pass: this runs on every call
+
+
+def check_positions(op: str, positions: Tensor, cos_sin_cache: Tensor) -> None:
+    """Contents: every position has a row in cos_sin_cache (run on every call)."""
+    if reads_contents(positions) and positions.numel():
+        lo, hi = (int(v) for v in torch.aminmax(positions))  # one pass
         if lo < 0 or hi >= cos_sin_cache.shape[0]:
             _fail(op, f"positions must lie in [0, {cos_sin_cache.shape[0]}) (cos_sin_cache rows), got {lo}..{hi}")
 
@@ -153,6 +158,10 @@ def check_reshape_and_cache(
             _fail(op, f"{name}'s heads must be contiguous (head stride {t.stride(1)}, head size {t.shape[2]})")
     if slot_mapping.shape[0] != key.shape[0]:
         _fail(op, f"slot_mapping has {slot_mapping.shape[0]} entries but key has {key.shape[0]} tokens")
+
+
+def check_slots(op: str, slot_mapping: Tensor, key_cache: Tensor) -> None:
+    """Contents: every slot lies in the cache (run on every call)."""
     num_slots = key_cache.shape[0] * key_cache.shape[1]
     if reads_contents(slot_mapping) and slot_mapping.numel():
         last_slot = int(slot_mapping.max())  # negative slots mark padding tokens: skipped
