@@ -70,9 +70,9 @@ def memo_key(scalars: tuple, *tensors: Tensor | None) -> tuple | None:
     metadata checks and kernel arguments read from its tensors (shape, strides, dtype,
     device; None stays None). None when an argument is neither an int, float, bool, str,
     None nor a tensor: the op's checks then name it."""
-    parts: list = [tuple((type(v), v) for v in scalars)]
     if not all(type(v) in _KEY_SCALARS for v in scalars):
         return None
+    parts: list = [tuple((type(v), v) for v in scalars)]
     for t in tensors:
         if t is None:
             parts.append(None)
@@ -98,9 +98,12 @@ class LaunchMemo:
         self._kernel = kernel
         self._launches: dict[tuple, BoundLaunch] = {}
 
-    def find(self, key: tuple, device: torch.device) -> BoundLaunch | None:
-        """The launch memoised for `key` on `device`; None: check the arguments and `launch`."""
-        state = self._kernel.memo_state(device)
+    def find(self, key: tuple | None, anchor: Tensor) -> BoundLaunch | None:
+        """The launch memoised for `key` (None: nothing is) on the device of `anchor`, the
+        tensor whose device picks the backend; None: check the arguments and `launch`."""
+        if key is None:
+            return None
+        state = self._kernel.memo_state(anchor.device)
         return None if state is None else self._launches.get((state, key))
 
     def launch(self, key: tuple | None, device: torch.device, found: BoundLaunch | None,

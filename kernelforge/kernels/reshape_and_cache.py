@@ -75,7 +75,7 @@ def reshape_and_cache(
     A slot s is key_cache[s // block_size, s % block_size]; slot < 0 is skipped.
     """
     memo = memo_key((), key, value, key_cache, value_cache, slot_mapping)
-    found = _memo.find(memo, key.device) if memo is not None else None
+    found = _memo.find(memo, key)
     if found is None:
         validation.check_reshape_and_cache("reshape_and_cache", key, value, key_cache, value_cache, slot_mapping)
     validation.check_slots("reshape_and_cache", slot_mapping, key_cache)

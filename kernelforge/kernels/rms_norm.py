@@ -131,7 +131,7 @@ def _launch(out: Tensor, x: Tensor, residual: Tensor, weight: Tensor, eps: float
 def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
     """out = x / sqrt(mean(x^2) + eps) * weight over the last dim (math in float32)."""
     memo = memo_key((False, eps), out, x, weight)
-    found = _memo.find(memo, x.device) if memo is not None else None
+    found = _memo.find(memo, x)
     if found is None:
         validation.check_rms_norm("rms_norm", out, x, weight, eps)
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
@@ -141,7 +141,7 @@ def rms_norm(out: Tensor, x: Tensor, weight: Tensor, eps: float) -> None:
 def fused_add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> None:
     """In place: residual += x; x = rms_norm(residual) * weight."""
     memo = memo_key((True, eps), x, residual, weight)
-    found = _memo.find(memo, x.device) if memo is not None else None
+    found = _memo.find(memo, x)
     if found is None:
         validation.check_rms_norm("fused_add_rms_norm", residual, x, weight, eps, out_name="residual")
         validation.check_same("fused_add_rms_norm", ("residual", "x"), residual, x, "dtype")

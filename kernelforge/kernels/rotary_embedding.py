@@ -127,7 +127,7 @@ def rotary_embedding(
     KV heads; cos_sin_cache [max_position, rot_dim] holds cat(cos, sin) per position.
     """
     memo = memo_key((head_size, is_neox), positions, query, key, cos_sin_cache)
-    found = _memo.find(memo, query.device) if memo is not None else None
+    found = _memo.find(memo, query)
     if found is None:
         validation.check_rotary_embedding("rotary_embedding", positions, query, key, head_size,
                                           cos_sin_cache, is_neox)

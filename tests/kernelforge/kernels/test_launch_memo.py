@@ -107,10 +107,10 @@ def _memoised_norm() -> tuple[tuple, torch.Tensor]:
 def test_forced_configs_and_captures_bypass_the_memo():
     memo, x = _memoised_norm()
     kernel = rms_norm_module._rms_norm_kernel
-    assert rms_norm_module._memo.find(memo, x.device) is not None
+    assert rms_norm_module._memo.find(memo, x) is not None
     with forced_config(kernel, kf.Config(BLOCK=64)):
         assert kernel.memo_state(x.device) is None
-        assert rms_norm_module._memo.find(memo, x.device) is None
+        assert rms_norm_module._memo.find(memo, x) is None
     with capture_launches() as launches:
         rms_norm(torch.empty_like(x), x, torch.ones(40), 1e-6)
     assert [launch.autotuned for launch in launches] == [kernel], "a captured call launches the checked way"
@@ -120,7 +120,7 @@ def test_forced_configs_and_captures_bypass_the_memo():
 def test_a_changed_launch_flag_misses_the_memo(flag):
     memo, x = _memoised_norm()
     with mock.patch.dict(os.environ, flag):
-        assert rms_norm_module._memo.find(memo, x.device) is None
+        assert rms_norm_module._memo.find(memo, x) is None
         out = torch.empty_like(x)
         rms_norm(out, x, torch.ones(40), 1e-6)
         expected = torch.empty_like(x)
@@ -130,7 +130,7 @@ def test_a_changed_launch_flag_misses_the_memo(flag):
 
 def test_a_bound_launch_whose_backend_was_reloaded_launches_nothing():
     memo, x = _memoised_norm()
-    found = rms_norm_module._memo.find(memo, x.device)
+    found = rms_norm_module._memo.find(memo, x)
     assert isinstance(found, BoundLaunch)
     stale = BoundLaunch(found._jit, found._plan._replace(backend=object()), found._grid)
     out = torch.zeros_like(x)
