@@ -154,6 +154,11 @@ class _Emitter:
         self.locals: set[str] = set()
         self.lines: list[str] = []
         self.unchecked: set[int] = set()  # accesses proved in bounds for the loop being emitted
+        # Affine forms of arrays whose every lane is fixed by constants (an arange, 2 * i + 1),
+        # valid in any later loop that reads them lane by lane. Only arrays filled outside
+        # any `for`/`if` count: one filled inside may be read where it was never filled.
+        self.constant_forms: dict[str, tuple[str, int, tuple[str, ...]]] = {}
+        self.nesting = 0
         self.depth = 1
         self.counter = 0
         self.plan = self._plan_block(kernel.body)
@@ -318,7 +323,9 @@ class _Emitter:
         self.emit(f"for (long long {it} = {lo}; {step} > 0 ? {it} < {hi} : {it} > {hi}; {it} += {step}) {{")
         self.depth += 1
         self.emit(f"v_{s.var.name} = ({_VALUE_TYPE[s.var.type.dtype]}){it};")
+        self.nesting += 1
         self.block(body)
+        self.nesting -= 1
         self.depth -= 1
         self.emit("}")
         self.depth -= 1
@@ -328,6 +335,7 @@ class _Emitter:
         return 1 + [x for x in ir.walk(self.kernel.body) if isinstance(x, ir.For)].index(s)
 
     def if_else(self, s: ir.If, then_plan: list, else_plan: list) -> None:
+        self.nesting += 1
         self.emit(f"if ({self.val(s.cond)}) {{")
         self.depth += 1
         self.block(then_plan)
@@ -338,6 +346,7 @@ class _Emitter:
             self.block(else_plan)
             self.depth -= 1
         self.emit("}")
+        self.nesting -= 1
 
     def group(self, g: _Group) -> None:
         """The group's loop; when some accesses' offsets are affine in the lane, a second
@@ -397,7 +406,9 @@ class _Emitter:
                 return None
             if isinstance(a, ir.Const):
                 return (_literal(a), 0, ())
-            return (f"v_{a.name}", 0, ()) if a.type.shape == () else forms.get(a.name)
+            if a.type.shape == ():
+                return (f"v_{a.name}", 0, ())
+            return forms.get(a.name, self.constant_forms.get(a.name))
 
         proven = {}
         for s in g.stmts:
@@ -419,6 +430,9 @@ class _Emitter:
                     prefixes.pop(s.dst.name, None)
                 else:
                     prefixes[s.dst.name] = p
+        if self.nesting == 0:
+            self.constant_forms.update((name, f) for name, f in forms.items()
+                                       if self.defs[name] == 1 and name not in self.locals and _constant_form(f))
         return {k: v for k, v in proven.items() if v is not None}
 
     def note(self, var: ir.Var) -> None:
@@ -676,6 +690,9 @@ def _affine(s: ir.Assign, form, lanes: int) -> tuple[str, int, tuple[str, ...]] 
         return (str(s.attrs["start"]), 1, ())
     if op in ("expand_dims", "reshape", "full"):
         return form(args[0])
+    if op == "broadcast_to" and isinstance(args[0], ir.Var) and args[0].type.shape != () \
+            and args[0].type.numel == 1:  # every lane reads the one element of a finished array
+        return (f"v_{args[0].name}[0]", 0, ())
     if op == "cast":
         if t.dtype.is_bool:
             return None
@@ -710,6 +727,11 @@ def _fitting(f: tuple[str, int, tuple[str, ...]], t: ir.BlockType, lanes: int) -
         (0, (1 << t.dtype.bits) - 1)
     ends = (f"({base})", f"(({base}) + {coef * (lanes - 1)}LL)")
     return base, coef, conds + tuple(f"{e} >= {low}LL && {e} <= {high}LL" for e in ends)
+
+
+def _constant_form(f: tuple[str, int, tuple[str, ...]]) -> bool:
+    """Whether a form names no value (only literals), so that it holds wherever it is read."""
+    return "v_" not in f[0] and not any("v_" in c for c in f[2])
 
 
 def _in_bounds(f: tuple[str, int, tuple[str, ...]], count: str, lanes: int,

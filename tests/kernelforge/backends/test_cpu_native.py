@@ -323,3 +323,41 @@ def test_a_prefix_masked_chunk_is_proved_by_its_on_lanes():
     assert "kf_prefix(" in c_emit.emit(kernel).source.split("kf_kernel(")[1]
     suffix = prefix_masked_kernel.specialize(["*fp32", "*fp32", "i32", "i32"], {"BLOCK": 64, "STEP": -1, "OP": "lt"})
     assert "kf_prefix(" not in c_emit.emit(suffix).source.split("kf_kernel(")[1]
+
+
+@kf.jit
+def odd_columns_kernel(x_ptr, out_ptr, row_ptr, n_rows, WIDTH: kl.constexpr):
+    """Row `row`'s odd columns: the row pointer is a [1, 1] block broadcast over the
+    columns, the column offsets arrays an earlier loop filled from constants (the scalar
+    load between ends that loop)."""
+    cols = kl.arange(0, WIDTH)
+    odd = 2 * cols + 1
+    rows = kl.load(row_ptr) + kl.arange(0, 1)
+    mask = kl.broadcast_to((rows < n_rows)[:, None], (1, WIDTH))
+    x = kl.load(x_ptr + rows[:, None] * (2 * WIDTH) + odd[None, :], mask=mask, other=0.0)
+    kl.store(out_ptr + rows[:, None] * WIDTH + cols[None, :], x, mask=mask)
+
+
+def test_a_broadcast_row_pointer_and_constant_columns_are_proved_in_bounds():
+    kernel = odd_columns_kernel.specialize(["*fp32", "*fp32", "*i32", "i32"], {"WIDTH": 16})
+    lines = c_emit.emit(kernel).source.splitlines()
+    for access in ("p_x_ptr[", "p_out_ptr["):  # in the checked and the unchecked loop
+        assert sum(access in line for line in lines) == 2
+
+
+@pytest.mark.parametrize("row", [0, 2, 3, 5])
+def test_broadcast_rows_past_the_tensor_fault_unless_masked_off(monkeypatch, row):
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    x = torch.arange(3 * 32, dtype=torch.float32)
+    storage = torch.zeros(6 * 16)
+    out = storage[:3 * 16]
+    n_rows = 4  # row 3 is on but lies past both tensors; row 5 is masked off
+    row_at = torch.tensor([row], dtype=torch.int32)
+    if row == 3:
+        with pytest.raises(kf.KernelFault, match="odd_columns_kernel"):
+            odd_columns_kernel[(1,)](x, out, row_at, n_rows, WIDTH=16)
+    else:
+        odd_columns_kernel[(1,)](x, out, row_at, n_rows, WIDTH=16)
+    if row < 3:
+        torch.testing.assert_close(out.view(3, 16)[row], x.view(3, 32)[row, 1::2])
+    assert storage[3 * 16:].eq(0).all()
