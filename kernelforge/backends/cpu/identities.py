@@ -8,8 +8,9 @@ every pass already treats as an alias of it (never a fresh tensor to reuse in pl
 
 An op folds when its result has exactly its operand's type and the constant leaves
 every value unchanged bit for bit: `x + 0` and `0 + x` (integers only: `-0.0 + 0.0`
-is `+0.0`), `x - 0`, `x * 1`, `1 * x`, `x | 0`, `0 | x`, `x ^ 0`, `0 ^ x`, `x << 0`
-and `x >> 0`.
+is `+0.0`), `x - 0`, `x * 1`, `1 * x`, `x / 1`, `x // 1` (integers only: a float's is
+its floor), `x | 0`, `0 | x`, `x ^ 0`, `0 ^ x`, `x << 0` and `x >> 0`. A work item's
+`work // NUM_SEGMENTS` with one segment is such a division.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from kernelforge import ir
 
 # op -> (identity constant, whether it may stand on the left, floats allowed)
 _IDENTITIES = {"add": (0, True, False), "sub": (0, False, True), "mul": (1, True, True),
-               "or": (0, True, False), "xor": (0, True, False), "shl": (0, False, False),
-               "shr": (0, False, False)}
+               "truediv": (1, False, True), "floordiv": (1, False, False), "or": (0, True, False),
+               "xor": (0, True, False), "shl": (0, False, False), "shr": (0, False, False)}
 
 
 def fold_identities(kernel: ir.Kernel) -> ir.Kernel:

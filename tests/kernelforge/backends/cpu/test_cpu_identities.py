@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 import kernelforge as kf
 import kernelforge.language as kl
 from kernelforge import ir
+from kernelforge.backends.cpu import CPUBackend
+from kernelforge.backends.cpu.codegen import generate
 from kernelforge.backends.cpu.identities import identity_operand
 
 
@@ -85,9 +87,31 @@ def test_identity_operand_requires_the_result_type():
     assert identity_operand(assign("sub", ir.Const(0, i32), x)) is None  # 0 - x negates
     assert identity_operand(assign("add", x, ir.Const(0, i32), i64)) is None  # widens
     assert identity_operand(assign("mul", x, ir.Const(2, i32))) is None
+    assert identity_operand(assign("floordiv", x, ir.Const(1, i32))) is x
+    assert identity_operand(assign("floordiv", ir.Const(1, i32), x)) is None  # 1 // x
     y = ir.Var("f", f32)
     assert identity_operand(assign("mul", y, ir.Const(1.0, f32), f32)) is y
     assert identity_operand(assign("add", y, ir.Const(0.0, f32), f32)) is None
+    assert identity_operand(assign("truediv", y, ir.Const(1.0, f32), f32)) is y
+    assert identity_operand(assign("floordiv", y, ir.Const(1.0, f32), f32)) is None  # floors
+
+
+@kf.jit
+def divided_by_one(out_ptr, x_ptr, n_ptr, BLOCK: kl.constexpr, ONE: kl.constexpr):
+    offs = kl.arange(0, BLOCK)
+    n = kl.load(n_ptr + offs)
+    kl.store(out_ptr + offs, kl.load(x_ptr + offs) / ONE + (n // ONE).to(kl.float32) + n % ONE)
+
+
+def test_division_by_one_folds_for_ints_and_float_true_division_only():
+    x = torch.tensor([-0.0, 2.5, -7.25, float("nan")])
+    n = torch.tensor([-7, 0, 9, 3], dtype=torch.int32)
+    out = torch.empty(4)
+    src = generate(divided_by_one.specialize((out, x, n), {"BLOCK": 4, "ONE": 1}))  # the torch tier
+    assert "idiv" not in src and " / " not in src and "imod" in src
+    CPUBackend().load(src, "divided-by-one")((1, 1, 1), [out, x, n])
+    torch.testing.assert_close(out, x + n.float(), equal_nan=True)
+    assert torch.signbit(out[0]) == torch.signbit(x[0] + n[0].float())
 
 
 @kf.jit
