@@ -166,6 +166,19 @@ class CodeGen:
             return f"{name}[:{', None' * rank}]"
         return name
 
+    def elementwise_val(self, s: ir.Assign, op: ir.Operand, rank: int = 0) -> str:
+        """An operand of the elementwise op `s`; a constant beside a tensor of its type is a
+        module-level 0-d tensor. Torch wraps a Python number into a fresh 0-d tensor and
+        converts it on every call (~1.5 us an op); a tensor of the operand's type gives the
+        same values. Not for 16-bit floats, whose ops compute a Python number in fp32."""
+        if not isinstance(op, ir.Const) or not any(
+                a is not op and not self.py(a) and a.type.dtype == op.type.dtype for a in s.args):
+            return self.val(op, rank)
+        dtype = op.type.dtype
+        if dtype.is_bool or (dtype.is_float and dtype.bits < 32):
+            return self.val(op, rank)
+        return self.const(f"torch.tensor({literal(op)}, dtype={torch_dtype(dtype)})", "scalar")
+
     def tensor_val(self, op: ir.Operand) -> str:
         """An operand as a tensor (Python numbers become 0-d tensors of their dtype)."""
         if self.py(op):
@@ -384,7 +397,7 @@ class CodeGen:
             return fusion.out_call(self, s, self.scratch_buffer(s))
         rank = len(t.shape)
         if op in _BINARY:
-            return f"{self.val(args[0], rank)} {_BINARY[op]} {self.val(args[1], rank)}"
+            return f"{self.elementwise_val(s, args[0], rank)} {_BINARY[op]} {self.elementwise_val(s, args[1], rank)}"
         if op == "truediv":
             a, b = self.val(args[0], rank), self.val(args[1], rank)
             return f"rt.truediv({a}, {b})" if all(self.py(x) for x in args) else f"{a} / {b}"
@@ -478,14 +491,14 @@ class CodeGen:
             return f"({self.val(a)} if {self.val(c)} else {self.val(b)})"
         if id(s) in self.fill_wheres:  # `a` is a dead private temporary: mask it in place
             return f"rt.keep_where({self.val(a, rank)}, {self.val(c, rank)}, {self.val(b)})"
-        av = self.val(a, rank)
+        av = self.elementwise_val(s, a, rank)
         if self.py(a) and self.py(b):
             av = (self.const(f"torch.tensor({literal(a)}, dtype={torch_dtype(t.dtype)})", "scalar")
                   if isinstance(a, ir.Const) else self.tensor_val(a))
         cv = self.val(c, rank)
         if self.py(c):
             cv = f"torch.tensor({cv})"
-        return f"torch.where({cv}, {av}, {self.val(b, rank)})"
+        return f"torch.where({cv}, {av}, {self.elementwise_val(s, b, rank)})"
 
     def full(self, v: ir.Operand, t: ir.BlockType) -> str:
         shape = tuple(t.shape)

@@ -138,7 +138,7 @@ def out_call(gen: "CodeGen", s: ir.Assign, target: str | None, shared: bool = Fa
     if s.op == "cast":
         return f"{target}.copy_({gen.val(s.args[0], rank)})"
     fn = _BINARY.get(s.op) or _UNARY[s.op]
-    args = ", ".join(gen.val(a, rank) for a in s.args)
+    args = ", ".join(gen.elementwise_val(s, a, rank) for a in s.args)
     return f"{fn}({args}, out={target})"
 
 
