@@ -307,7 +307,7 @@ class Autotuned:
         self._constexpr_positions = tuple((n, self.arg_position[n]) for n in self._launch_constexprs)
         self._key_rules = tuple((n, _bucket_rule(self.bucket[n]) if n in self.bucket else None)
                                 for n in self.key_names)
-        self._configs_seen: dict[tuple, dict[str, ConfigValue]] = {}
+        self._configs_seen: BoundedMemo = BoundedMemo()
         if not callable(configs) and not list(configs):
             raise ValueError(f"autotune({self.name}): configs is empty")
 
@@ -472,6 +472,24 @@ class Autotuned:
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
+
+
+class BoundedMemo(dict):
+    """A dict that forgets its oldest entry once it holds `limit`: the launch memos are
+    keyed on shapes, which a long-running server varies without end (token counts, the
+    longest context). Lookups are plain dict lookups; insertions take a lock, so that
+    threads launching at once never evict the same entry twice."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        super().__init__()
+        self.limit = limit
+        self._insert = threading.Lock()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._insert:
+            if key not in self and len(self) >= self.limit:
+                del self[next(iter(self))]
+            super().__setitem__(key, value)
 
 
 def _memo_allowed() -> bool:

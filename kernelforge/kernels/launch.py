@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kernelforge.autotuning import Autotuned
+from kernelforge.autotuning import Autotuned, BoundedMemo
 from kernelforge.backends import num_cores, select_backend_name
 from kernelforge.backends.cpu import c_build
 from kernelforge.jit import BoundLaunch
@@ -96,7 +96,7 @@ class LaunchMemo:
 
     def __init__(self, kernel: Autotuned) -> None:
         self._kernel = kernel
-        self._launches: dict[tuple, BoundLaunch] = {}
+        self._launches: BoundedMemo = BoundedMemo()
 
     def find(self, key: tuple | None, anchor: Tensor) -> BoundLaunch | None:
         """The launch memoised for `key` (None: nothing is) on the device of `anchor`, the

@@ -78,7 +78,8 @@ def reshape_and_cache(
     found = _memo.find(memo, key)
     if found is None:
         validation.check_reshape_and_cache("reshape_and_cache", key, value, key_cache, value_cache, slot_mapping)
-    validation.check_slots("reshape_and_cache", slot_mapping, key_cache)
+    else:
+        validation.check_slots("reshape_and_cache", slot_mapping, key_cache)
     num_tokens = key.shape[0]
     if num_tokens == 0:
         return

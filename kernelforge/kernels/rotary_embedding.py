@@ -131,7 +131,8 @@ def rotary_embedding(
     if found is None:
         validation.check_rotary_embedding("rotary_embedding", positions, query, key, head_size,
                                           cos_sin_cache, is_neox)
-    validation.check_positions("rotary_embedding", positions, cos_sin_cache)
+    else:
+        validation.check_positions("rotary_embedding", positions, cos_sin_cache)
     num_tokens = query.shape[0]
     if num_tokens == 0:
         return

@@ -2,11 +2,12 @@
 
 A kernel that is handed a wrong shape reads or writes out of bounds silently, so every
 public op checks its arguments here and raises an error that names the argument.
-Shape, dtype and device checks read metadata only: an op runs them once per distinct
-call metadata (`launch.LaunchMemo`), since their answer cannot change while it does not.
-Checks that read tensor *contents* (block table entries, slot numbers, sequence lengths,
-positions; `check_positions`, `check_slots`) run on every call, but would force a host
-sync on an accelerator, so they run only for CPU tensors or when `KF_SANITIZE=1`.
+Each op's `check_<op>` runs every check. Shape, dtype and device checks read metadata
+only, so an op whose call metadata was seen before (`launch.LaunchMemo`) runs only the
+checks that read tensor *contents* (`check_positions`, `check_slots`,
+`check_paged_contents`: block table entries, slot numbers, sequence lengths, positions).
+Those would force a host sync on an accelerator, so they read only CPU tensors, or any
+tensor when `KF_SANITIZE=1`.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def check_rotary_embedding(
     rot_dim = cos_sin_cache.shape[1]
     if rot_dim % 2 or rot_dim == 0 or rot_dim > head_size:
         _fail(op, f"cos_sin_cache's last dim (rot_dim) must be even and in 2..head_size={head_size}, got {rot_dim}")
+    check_positions(op, positions, cos_sin_cache)
 
 
 def check_positions(op: str, positions: Tensor, cos_sin_cache: Tensor) -> None:
@@ -158,6 +160,7 @@ def check_reshape_and_cache(
             _fail(op, f"{name}'s heads must be contiguous (head stride {t.stride(1)}, head size {t.shape[2]})")
     if slot_mapping.shape[0] != key.shape[0]:
         _fail(op, f"slot_mapping has {slot_mapping.shape[0]} entries but key has {key.shape[0]} tokens")
+    check_slots(op, slot_mapping, key_cache)
 
 
 def check_slots(op: str, slot_mapping: Tensor, key_cache: Tensor) -> None:
@@ -214,14 +217,22 @@ def check_paged_attention(
         _fail(op, f"softmax_scale must be positive, got {softmax_scale!r}")
     if sliding_window is not None and (not isinstance(sliding_window, int) or sliding_window <= 0):
         _fail(op, f"sliding_window must be a positive int or None, got {sliding_window!r}")
+    check_paged_contents(op, num_tokens, key_cache, block_table, cu_seqlens_q, seqused_k, max_seqlen_q,
+                         max_seqlen_k)
+
+
+def check_paged_contents(op: str, num_tokens: int, key_cache: Tensor, block_table: Tensor, cu_seqlens_q: Tensor,
+                         seqused_k: Tensor, max_seqlen_q: int, max_seqlen_k: int) -> None:
+    """Contents: the sequence lengths and the block-table entries a batch's contexts use
+    (run on every call)."""
     if reads_contents(block_table, cu_seqlens_q, seqused_k):
-        _check_paged_contents(op, num_tokens, block_size, num_blocks, block_table, cu_seqlens_q, seqused_k,
-                              max_seqlen_q, max_seqlen_k)
+        _check_paged_contents(op, num_tokens, key_cache.shape[1], key_cache.shape[0], block_table, cu_seqlens_q,
+                              seqused_k, max_seqlen_q, max_seqlen_k)
 
 
 def _check_paged_contents(op: str, num_tokens: int, block_size: int, num_blocks: int, block_table: Tensor,
                           cu_seqlens_q: Tensor, seqused_k: Tensor, max_seqlen_q: int, max_seqlen_k: int) -> None:
-    """The sequence lengths and the block-table entries a batch's contexts use.
+    """`check_paged_contents` on CPU (or host-copied) tensors.
 
     This runs on every call of a decode step, so it reads the tensors as numpy arrays (a
     CPU tensor's numpy view costs no copy; numpy's small-array ops cost a fraction of

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernelforge as kf
-from kernelforge.autotuning import capture_launches, forced_config
+from kernelforge.autotuning import BoundedMemo, capture_launches, forced_config
 from kernelforge.jit import BoundLaunch
 from kernelforge.kernels import reference, reshape_and_cache, rms_norm, rotary_embedding, validation
 from kernelforge.kernels.launch import LaunchMemo, memo_key
@@ -155,3 +155,12 @@ def test_a_memo_without_a_key_always_launches_the_checked_way():
     expected = torch.empty_like(x)
     reference.rms_norm(expected, x, weight, 1e-6)
     torch.testing.assert_close(out, expected)
+
+
+def test_bounded_memo_forgets_its_oldest_entry():
+    memo = BoundedMemo(limit=3)
+    for key in "abcd":
+        memo[key] = key.upper()
+    assert list(memo) == ["b", "c", "d"]
+    memo["c"] = "again"
+    assert list(memo) == ["b", "c", "d"], "replacing an entry evicts nothing"
