@@ -571,7 +571,15 @@ class _Emitter:
     def ref(self, var: ir.Var, lane: str | None = None) -> str:
         if var.type.shape == () or var.name in self.locals or lane is None:
             return f"v_{var.name}"
-        return f"v_{var.name}[{lane}]"
+        fixed = self.constant_forms.get(var.name)
+        if fixed is None:
+            return f"v_{var.name}[{lane}]"
+        # The lane's value as arithmetic, not a load: offsets read from an array look like a
+        # gather to gcc, which then leaves the loop scalar. The conditions fold at compile time.
+        base, coef, conds = fixed
+        ctype = "long long" if var.type.is_pointer else _VALUE_TYPE[var.type.dtype]
+        value = f"({ctype})(({base}) + {coef}LL * {lane})"
+        return f"(({' && '.join(conds)}) ? {value} : v_{var.name}[{lane}])" if conds else value
 
     def val(self, a: ir.Operand, lane: str | None = None) -> str:
         if isinstance(a, ir.Const):

@@ -8,6 +8,7 @@ suite (`make test` runs the CPU tests a second time with KF_CPU_NATIVE=0).
 from __future__ import annotations
 
 import os
+import re
 from unittest import mock
 
 import pytest
@@ -340,9 +341,29 @@ def odd_columns_kernel(x_ptr, out_ptr, row_ptr, n_rows, WIDTH: kl.constexpr):
 
 def test_a_broadcast_row_pointer_and_constant_columns_are_proved_in_bounds():
     kernel = odd_columns_kernel.specialize(["*fp32", "*fp32", "*i32", "i32"], {"WIDTH": 16})
-    lines = c_emit.emit(kernel).source.splitlines()
+    source = c_emit.emit(kernel).source
+    lines = source.splitlines()
     for access in ("p_x_ptr[", "p_out_ptr["):  # in the checked and the unchecked loop
         assert sum(access in line for line in lines) == 2
+    # Later loops compute the constant columns instead of reading them back (a gather to gcc).
+    reads = [line for line in source.splitlines() if re.search(r"v_odd\w*\[i\](?!\s*=)", line)]
+    assert reads and all(re.search(r"LL \* i\) : v_odd\w*\[i\]", line) for line in reads)
+
+
+@kf.jit
+def narrowed_later_kernel(out_ptr, n_ptr, BLOCK: kl.constexpr):
+    offs = kl.arange(0, BLOCK).to(kl.int8).to(kl.int32)  # 128.. wrap to -128..: before the tensor
+    n = kl.load(n_ptr)  # ends the loop that fills offs
+    kl.store(out_ptr + offs, kl.full((BLOCK,), 7.0, kl.float32), mask=offs < n)
+
+
+def test_a_wrapped_constant_array_read_in_a_later_loop_keeps_its_wrapped_values(monkeypatch):
+    monkeypatch.setenv("KF_CPU_NATIVE", "1")
+    storage = torch.zeros(512)
+    out = storage[256:]
+    with pytest.raises(kf.KernelFault, match="narrowed_later_kernel"):
+        narrowed_later_kernel[(1,)](out, torch.tensor([1000], dtype=torch.int32), BLOCK=256)
+    assert storage[:256].eq(0).all()
 
 
 @pytest.mark.parametrize("row", [0, 2, 3, 5])
@@ -361,3 +382,38 @@ def test_broadcast_rows_past_the_tensor_fault_unless_masked_off(monkeypatch, row
     if row < 3:
         torch.testing.assert_close(out.view(3, 16)[row], x.view(3, 32)[row, 1::2])
     assert storage[3 * 16:].eq(0).all()
+
+
+@kf.jit
+def convert_kernel(x_ptr, out_ptr, n, BLOCK: kl.constexpr):
+    offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
+    mask = offs < n
+    kl.store(out_ptr + offs, kl.load(x_ptr + offs, mask=mask).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _converted(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=dtype)
+    with mock.patch.dict(os.environ, {"KF_CPU_NATIVE": "1"}):
+        convert_kernel[(kf.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    return out
+
+
+def test_every_float16_widens_to_the_float_torch_gives():
+    halves = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    assert torch.equal(_converted(halves, torch.float32).view(torch.int32), halves.float().view(torch.int32))
+
+
+def test_floats_round_to_the_float16_torch_gives():
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(-(1 << 31), 1 << 31, (1 << 18,), generator=g, dtype=torch.int64).to(torch.int32)
+    # Every half and the midpoints around it: the ties that round to even.
+    halves = torch.arange(0, 0x7c01, dtype=torch.int32).to(torch.int16).view(torch.float16).float()
+    ulps = torch.cat([halves[1:] - halves[:-1], torch.tensor([32.0])])
+    edges = torch.cat([halves, halves + ulps / 2, halves + ulps / 2 * (1 - 2 ** -20), halves - ulps / 2])
+    floats = torch.cat([bits.view(torch.float32), edges, -edges,
+                        torch.tensor([float("inf"), -float("inf"), float("nan"), 65519.0, 65520.0, 1e-8, 1e-45])])
+    expected = floats.to(torch.float16).view(torch.int16)
+    got = _converted(floats, torch.float16).view(torch.int16)
+    nan = floats.isnan()
+    assert torch.equal(got[~nan], expected[~nan])
+    assert _converted(floats, torch.float16)[nan].isnan().all()
