@@ -48,8 +48,10 @@ _VALUE_TYPE = {
     DType.int32: "int", DType.int64: "long long", DType.uint8: "unsigned char",
     DType.float16: "float", DType.bfloat16: "float", DType.float32: "float", DType.float64: "double",
 }
-_MEMORY_TYPE = {**_VALUE_TYPE, DType.float16: "_Float16", DType.bfloat16: "unsigned short"}
+# float16 travels as its bits, converted by the prelude's functions.
+_MEMORY_TYPE = {**_VALUE_TYPE, DType.float16: "unsigned short", DType.bfloat16: "unsigned short"}
 _ROUND = {DType.float16: "kf_round_f16", DType.bfloat16: "kf_round_bf16"}
+_F16_CONVERSIONS = ("kf_f16_to_float", "kf_float_to_f16", "kf_round_f16")
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^", "shl": "<<", "shr": ">>",
           "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 _MATH = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "sqrt": "sqrt", "cos": "cos", "sin": "sin",
@@ -67,7 +69,39 @@ _UNSUPPORTED = {"dot"}
 
 _PRELUDE = r"""#include <math.h>
 #include <string.h>
+/* float16 <-> float. The CPU's conversions (one instruction each) serve scalar code, but gcc
+   (12) vectorises no loop that converts _Float16; the _bits versions are selects over
+   integer ops that it does vectorise, for the loops that `c_emit` expects to vectorise.
+   Both are exact and agree bit for bit: subnormal halves scale their mantissa by 2^-24; a
+   float below the smallest normal half lands on its subnormal grid by adding 0.5 (the
+   float add rounds to nearest even); a normal one rounds its 13 dropped bits to nearest
+   even, carrying into the exponent (65520 and up become infinity); NaN stays NaN, quiet. */
+static inline float kf_f16_to_float(unsigned short h) { _Float16 v; memcpy(&v, &h, 2); return (float)v; }
+static inline unsigned short kf_float_to_f16(float f) { _Float16 v = (_Float16)f; unsigned short h; memcpy(&h, &v, 2); return h; }
 static inline float kf_round_f16(float x) { return (float)(_Float16)x; }
+static inline float kf_f16_to_float_bits(unsigned short h) {
+    unsigned int exponent = h & 0x7c00u;
+    unsigned int bits = ((unsigned int)(h & 0x7fffu) << 13) + 0x38000000u;
+    bits += exponent == 0x7c00u ? 0x38000000u : 0u;
+    bits |= exponent == 0x7c00u && (h & 0x3ffu) ? 0x400000u : 0u;
+    float tiny = (float)(h & 0x3ffu) * 5.9604644775390625e-08f;
+    unsigned int tiny_bits; memcpy(&tiny_bits, &tiny, 4);
+    bits = (exponent == 0 ? tiny_bits : bits) | (unsigned int)(h & 0x8000u) << 16;
+    float f; memcpy(&f, &bits, 4);
+    return f;
+}
+static inline unsigned short kf_float_to_f16_bits(float f) {
+    unsigned int u; memcpy(&u, &f, 4);
+    unsigned int sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    float af; memcpy(&af, &a, 4);
+    float shifted = af + 0.5f;
+    unsigned int sub; memcpy(&sub, &shifted, 4);
+    unsigned int normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+    unsigned int h = a > 0x7f800000u ? 0x7e00u : a >= 0x47800000u ? 0x7c00u
+                   : a < 0x38800000u ? sub - 0x3f000000u : normal;
+    return (unsigned short)(h | sign);
+}
+static inline float kf_round_f16_bits(float x) { return kf_f16_to_float_bits(kf_float_to_f16_bits(x)); }
 static inline float kf_bf16_to_float(unsigned short b) {
     unsigned int u = (unsigned int)b << 16; float f; memcpy(&f, &u, 4); return f;
 }
@@ -158,6 +192,7 @@ class _Emitter:
         # valid in any later loop that reads them lane by lane. Only arrays filled outside
         # any `for`/`if` count: one filled inside may be read where it was never filled.
         self.constant_forms: dict[str, tuple[str, int, tuple[str, ...]]] = {}
+        self.access_steps: dict[int, int] = {}  # per access with an affine offset, its lane coefficient
         self.nesting = 0
         self.depth = 1
         self.counter = 0
@@ -350,23 +385,35 @@ class _Emitter:
 
     def group(self, g: _Group) -> None:
         """The group's loop; when some accesses' offsets are affine in the lane, a second
-        copy without their per-lane bounds checks runs if both ends are in bounds."""
+        copy without their per-lane bounds checks runs if both ends are in bounds. A loop
+        whose float16 accesses are all contiguous converts with `_bits` (see the prelude)."""
         proven = self.affine_bounds(g)
+        vector_f16 = self.contiguous_f16(g)
+        if vector_f16:
+            self.lines += [f"#define {name} {name}_bits" for name in _F16_CONVERSIONS]
         if not proven:
             self.group_loop(g)
-            return
-        conditions = dict.fromkeys(c for conds in proven.values() for c in conds)
-        self.emit(f"if ({' && '.join(conditions)}) {{")
-        self.depth += 1
-        self.unchecked = set(proven)
-        self.group_loop(g)
-        self.unchecked = set()
-        self.depth -= 1
-        self.emit("} else {")
-        self.depth += 1
-        self.group_loop(g)
-        self.depth -= 1
-        self.emit("}")
+        else:
+            conditions = dict.fromkeys(c for conds in proven.values() for c in conds)
+            self.emit(f"if ({' && '.join(conditions)}) {{")
+            self.depth += 1
+            self.unchecked = set(proven)
+            self.group_loop(g)
+            self.unchecked = set()
+            self.depth -= 1
+            self.emit("} else {")
+            self.depth += 1
+            self.group_loop(g)
+            self.depth -= 1
+            self.emit("}")
+        if vector_f16:
+            self.lines += [f"#undef {name}" for name in _F16_CONVERSIONS]
+
+    def contiguous_f16(self, g: _Group) -> bool:
+        """Whether the group moves float16 data, every access at consecutive elements."""
+        f16 = [s for s in g.stmts if id(s) in self.sites
+               and (s.ptr if isinstance(s, ir.Store) else s.args[0]).type.dtype is DType.float16]
+        return bool(f16) and all(abs(self.access_steps.get(id(s), 0)) == 1 for s in f16)
 
     def group_loop(self, g: _Group) -> None:
         flags = [self.sites[id(s)] for s in g.stmts if id(s) in self.sites and id(s) not in self.unchecked]
@@ -417,6 +464,7 @@ class _Emitter:
                 mask = s.mask if isinstance(s, ir.Store) else (s.args[1] if len(s.args) > 1 else None)
                 f = form(ptr)
                 if f is not None:
+                    self.access_steps[id(s)] = f[1]
                     prefix = prefixes.get(mask.name) if isinstance(mask, ir.Var) else None
                     proven[id(s)] = _in_bounds(f, f"n_{_root(ptr)}", g.numel, prefix)
             if isinstance(s, ir.Assign):
@@ -861,7 +909,7 @@ def _from_memory(dtype: DType, x: str) -> str:
     if dtype is DType.bfloat16:
         return f"kf_bf16_to_float({x})"
     if dtype is DType.float16:
-        return f"(float){x}"
+        return f"kf_f16_to_float({x})"
     return x
 
 
@@ -869,7 +917,7 @@ def _to_memory(dtype: DType, x: str) -> str:
     if dtype is DType.bfloat16:
         return f"kf_float_to_bf16({x})"
     if dtype is DType.float16:
-        return f"(_Float16)({x})"
+        return f"kf_float_to_f16({x})"
     if dtype.is_bool:
         return f"(unsigned char)(({x}) != 0)"
     return x

@@ -385,25 +385,40 @@ def test_broadcast_rows_past_the_tensor_fault_unless_masked_off(monkeypatch, row
 
 
 @kf.jit
-def convert_kernel(x_ptr, out_ptr, n, BLOCK: kl.constexpr):
+def convert_kernel(x_ptr, out_ptr, n, BLOCK: kl.constexpr, STRIDE: kl.constexpr):
     offs = kl.program_id(0) * BLOCK + kl.arange(0, BLOCK)
     mask = offs < n
-    kl.store(out_ptr + offs, kl.load(x_ptr + offs, mask=mask).to(out_ptr.dtype.element_ty), mask=mask)
+    value = kl.load(x_ptr + offs * STRIDE, mask=mask).to(out_ptr.dtype.element_ty)
+    kl.store(out_ptr + offs * STRIDE, value, mask=mask)
 
 
-def _converted(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    out = torch.empty(x.shape, dtype=dtype)
+def _converted(x: torch.Tensor, dtype: torch.dtype, stride: int) -> torch.Tensor:
+    """`x` converted by the native tier, read and written `stride` elements apart."""
+    spread = torch.zeros(x.numel() * stride, dtype=x.dtype)
+    spread[::stride] = x
+    out = torch.zeros(spread.shape, dtype=dtype)
     with mock.patch.dict(os.environ, {"KF_CPU_NATIVE": "1"}):
-        convert_kernel[(kf.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
-    return out
+        convert_kernel[(kf.cdiv(x.numel(), 1024),)](spread, out, x.numel(), BLOCK=1024, STRIDE=stride)
+    return out[::stride]
 
 
-def test_every_float16_widens_to_the_float_torch_gives():
+def test_contiguous_float16_loops_convert_with_vectorisable_code():
+    def source(stride):
+        kernel = convert_kernel.specialize(["*fp16", "*fp32", "i32"], {"BLOCK": 64, "STRIDE": stride})
+        return c_emit.emit(kernel).source
+    assert "#define kf_f16_to_float kf_f16_to_float_bits" in source(1)
+    assert "#define" not in source(2)
+
+
+@pytest.mark.parametrize("stride", [1, 2])  # the _bits conversions, the CPU's
+def test_every_float16_widens_to_the_float_torch_gives(stride):
     halves = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.float16)
-    assert torch.equal(_converted(halves, torch.float32).view(torch.int32), halves.float().view(torch.int32))
+    got = _converted(halves, torch.float32, stride)
+    assert torch.equal(got.view(torch.int32), halves.float().view(torch.int32))
 
 
-def test_floats_round_to_the_float16_torch_gives():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_floats_round_to_the_float16_torch_gives(stride):
     g = torch.Generator().manual_seed(0)
     bits = torch.randint(-(1 << 31), 1 << 31, (1 << 18,), generator=g, dtype=torch.int64).to(torch.int32)
     # Every half and the midpoints around it: the ties that round to even.
@@ -413,7 +428,7 @@ def test_floats_round_to_the_float16_torch_gives():
     floats = torch.cat([bits.view(torch.float32), edges, -edges,
                         torch.tensor([float("inf"), -float("inf"), float("nan"), 65519.0, 65520.0, 1e-8, 1e-45])])
     expected = floats.to(torch.float16).view(torch.int16)
-    got = _converted(floats, torch.float16).view(torch.int16)
+    got = _converted(floats, torch.float16, stride)
     nan = floats.isnan()
-    assert torch.equal(got[~nan], expected[~nan])
-    assert _converted(floats, torch.float16)[nan].isnan().all()
+    assert torch.equal(got.view(torch.int16)[~nan], expected[~nan])
+    assert got[nan].isnan().all()
