@@ -55,7 +55,8 @@ import kernelforge.language as kl
 from kernelforge.autotuning import next_power_of_2
 from kernelforge.backends import npu_rules
 from kernelforge.kernels import validation
-from kernelforge.kernels.launch import flat_view, grid_size, on_cpu_backend, persistent
+from kernelforge.jit import BoundLaunch
+from kernelforge.kernels.launch import LaunchMemo, flat_view, grid_size, memo_key, on_cpu_backend, persistent
 
 MAX_SEGMENTS = 16
 # Elements of one K (or V) tile across the programs of a CPU launch that can scan at once:
@@ -477,6 +478,9 @@ def _paged_attention_kernel(
                 NUM_SEGMENTS, ONE_TOKEN_SEQS, SCALE_QUERIES, BLOCK_M, TILE)
 
 
+_memo = LaunchMemo(_paged_attention_kernel)
+
+
 @kf.jit
 def _merge_row(token, head, out_ptr, m_part_ptr, l_part_ptr, acc_part_ptr, cu_seqlens_q_ptr, num_seqs, num_heads,
                out_stride_t, out_stride_h, HEAD_SIZE: kl.constexpr, HEAD_PAD: kl.constexpr,
@@ -589,16 +593,24 @@ def paged_attention(
     Query token j of sequence s sits at position seqused_k[s] - q_len_s + j and, when
     causal, sees keys at positions <= its own (and > its own - sliding_window).
     """
-    validation.check_paged_attention(
-        "paged_attention", out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
-        max_seqlen_q, max_seqlen_k, softmax_scale, causal, sliding_window)
+    tensors = (out, query, key_cache, value_cache, block_table, cu_seqlens_q, seqused_k)
+    # Only a decode batch's launch can be memoised: a prefill launch lists its blocks.
+    memo = memo_key((max_seqlen_q, max_seqlen_k, softmax_scale, causal, sliding_window), *tensors) \
+        if max_seqlen_q == 1 else None
+    found = _memo.find(memo, query)
+    if found is None:
+        validation.check_paged_attention("paged_attention", *tensors, max_seqlen_q, max_seqlen_k, softmax_scale,
+                                         causal, sliding_window)
+    elif validation.reads_contents(block_table, cu_seqlens_q, seqused_k):
+        validation._check_paged_contents("paged_attention", query.shape[0], key_cache.shape[1], key_cache.shape[0],
+                                         block_table, cu_seqlens_q, seqused_k, max_seqlen_q, max_seqlen_k)
     num_tokens, num_seqs = query.shape[0], seqused_k.shape[0]
     if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
         return
     args = (key_cache, value_cache, float(softmax_scale), bool(causal), sliding_window)
     decodes = _leading_decodes(cu_seqlens_q, max_seqlen_q, query.device)
     if decodes == 0:
-        _launch(out, query, block_table, cu_seqlens_q, seqused_k, max_seqlen_q, max_seqlen_k, *args)
+        _launch(out, query, block_table, cu_seqlens_q, seqused_k, max_seqlen_q, max_seqlen_k, *args, memo, found)
         return
     tokens = int(cu_seqlens_q[decodes])
     if decodes < num_seqs:
@@ -716,8 +728,11 @@ class _CpuBlockList:
 
 def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tensor, seqused_k: Tensor,
             max_seqlen_q: int, max_seqlen_k: int, key_cache: Tensor, value_cache: Tensor, softmax_scale: float,
-            causal: bool, sliding_window: int | None) -> None:
-    """The attention kernel (and the merge of its KV segments) over one batch of sequences."""
+            causal: bool, sliding_window: int | None, memo: tuple | None = None,
+            found: BoundLaunch | None = None) -> None:
+    """The attention kernel (and the merge of its KV segments) over one batch of sequences.
+    `memo` and `found`: the call's `LaunchMemo` key and what it found (see `paged_attention`);
+    only a launch of one token per sequence, whose grid is a tuple, is memoised."""
     num_tokens, num_heads, head_size = query.shape
     num_kv_heads = key_cache.shape[2]
     num_seqs = seqused_k.shape[0]
@@ -742,27 +757,32 @@ def _launch(out: Tensor, query: Tensor, block_table: Tensor, cu_seqlens_q: Tenso
                                    _block_m(group, max_seqlen_q, query.device), num_kv_heads, head_pad)
 
     def grid(meta: dict, part: int = 0, order: Tensor | None = None) -> tuple[int, ...]:
-        if one_token_seqs and not persistent(query.device):
-            return (segments, num_kv_heads, num_seqs)
         block_q = meta["BLOCK_M"] // group
         if order is None:
             return (grid_size(num_q_blocks(num_tokens, num_seqs, block_q) * num_kv_heads * segments, query.device),)
         return (block_list.fill(part, block_q, order) * num_kv_heads * segments,)
 
-    for part in range(1 if block_list is None else block_list.parts):
-        order = None if block_list is None else torch.empty(num_tokens, dtype=torch.int32)
-        _paged_attention_kernel[functools.partial(grid, part=part, order=order)](
-            flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
-            m_part, l_part, acc_part, cu_seqlens_q if order is None else order,
-            softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
-            sliding_window or 0, max_seqlen_q, max_seqlen_k,
-            query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0),
-            HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
-            BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
-            CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
-            ONE_TOKEN_SEQS=one_token_seqs, SCALE_QUERIES=query.dtype == torch.float32,
-            ORDERED=order is not None, PERSISTENT=persistent(query.device),
-        )
+    def arguments(order: Tensor | None) -> tuple:
+        return (flat_view(out), flat_view(query), key_cache, value_cache, block_table, cu_seqlens_q, seqused_k,
+                m_part, l_part, acc_part, cu_seqlens_q if order is None else order,
+                softmax_scale, num_tokens, num_seqs, num_kv_heads, num_seqs.bit_length(),
+                sliding_window or 0, max_seqlen_q, max_seqlen_k,
+                query.stride(0), query.stride(1), out.stride(0), out.stride(1), block_table.stride(0))
+
+    constexprs = dict(HEAD_SIZE=head_size, HEAD_PAD=head_pad, BLOCK_SIZE=key_cache.shape[1],
+                      BLOCK_SHIFT=key_cache.shape[1].bit_length() - 1, GROUP=group,
+                      CAUSAL=causal, USE_WINDOW=sliding_window is not None, NUM_SEGMENTS=segments,
+                      ONE_TOKEN_SEQS=one_token_seqs, SCALE_QUERIES=query.dtype == torch.float32,
+                      PERSISTENT=persistent(query.device))
+    if one_token_seqs and not persistent(query.device):
+        # The memo key fixes all of this launch but `one_token_seqs`, which the contents decide.
+        _memo.launch(memo, query.device, found, (segments, num_kv_heads, num_seqs), arguments(None),
+                     {**constexprs, "ORDERED": False})
+    else:
+        for part in range(1 if block_list is None else block_list.parts):
+            order = None if block_list is None else torch.empty(num_tokens, dtype=torch.int32)
+            _paged_attention_kernel[functools.partial(grid, part=part, order=order)](
+                *arguments(order), **constexprs, ORDERED=order is not None)
     if segments > 1:
         per_row = on_cpu_backend(query.device)
         merge_grid = (num_heads, num_tokens) if per_row else (grid_size(rows, query.device),)
