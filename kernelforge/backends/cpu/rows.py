@@ -246,7 +246,7 @@ def _split(P: Programs, plan: _Plan, aff: Aff, shape: tuple[int, ...], inner: in
         c_base, c_pid, c_blk, c_dyn = conds[i]
         m = _evaluate(P, (c_base, c_pid, c_blk), c_dyn, shape) < 0
         lanes = _both(lanes, m)
-    return _Rows(start.expand(plan.lead, *plan.rows_shape), keep, fill, lanes)
+    return _Rows(_expanded(start, plan), keep, fill, lanes)
 
 
 def _row_index(plan: _Plan, dyn: Sequence[Dyn]) -> torch.Tensor:
