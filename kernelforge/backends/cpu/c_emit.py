@@ -444,7 +444,8 @@ class _Emitter:
         Without a mask (or with another mask) the last on lane is the block's last lane;
         under a mask that is on exactly for the first k lanes (`cols < n` with `cols` rising
         in the lane) it is lane k - 1, so the masked-off tail of a row's last chunk does not
-        send the chunk to the checked loop."""
+        send the chunk to the checked loop. Records on the way each access's lane step and,
+        outside any for/if, the group's constant forms for later loops."""
         forms: dict[str, tuple[str, int, tuple[str, ...]]] = {}
         prefixes: dict[str, tuple[str, tuple[str, ...]]] = {}
 
