@@ -83,8 +83,9 @@ class CodeGen:
             for atom in acc.ptr.atoms() | (acc.mask.atoms() if acc.mask is not None else set()):
                 self.total_refs[atom] += 1
         # reads through access forms count: an in-place op must not reuse a buffer one still reads
-        self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs)
-        self.inplace_dots |= fusion.find_dots_into_temporaries(kernel, self.facts, self.total_refs)
+        row_gathers = {i for i, acc in self.accesses.items() if acc.rows is not None} - self.deferred
+        self.inplace = fusion.find_inplace(kernel, self.facts, self.total_refs, row_gathers)
+        self.inplace_dots |= fusion.find_dots_into_temporaries(kernel, self.facts, self.total_refs, row_gathers)
         owned = set(self.softmaxes) | {i for chain in self.softmaxes.values() for i in chain.covered}
         stores = {id(st): st for st in ir.walk(kernel.body) if isinstance(st, ir.Store)}
         fused_stores = {id(d): stores[i] for i, d in self.fused.items()}
@@ -94,9 +95,7 @@ class CodeGen:
         self.free_broadcasts = (fusion.find_free_broadcasts(kernel, self.facts, self.total_refs) - self.scratch
                                 if peepholes else set())
         self.scratch_keys: list[str] = []
-        rows_loads = {i for i, acc in self.accesses.items() if acc.rows is not None} - self.deferred
-        self.fill_wheres = fusion.find_fill_wheres(kernel, self.facts, self.total_refs,
-                                                   rows_loads - self.scratch)
+        self.fill_wheres = fusion.find_fill_wheres(kernel, self.facts, self.total_refs, row_gathers - self.scratch)
         self.functions: list[str] = []  # module-level compute regions
         self.written_roots = {s.ptr.root for s in ir.walk(kernel.body) if isinstance(s, ir.Store)} | {
             s.args[0].root for s in ir.walk(kernel.body) if isinstance(s, ir.Assign) and s.op == "atomic_add"}

@@ -28,7 +28,7 @@ keeps the op-by-op chain, which the tests compare it with).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -200,7 +200,8 @@ def makes_fresh_tensor(d: ir.Assign, facts: Facts) -> bool:
     return d.op in _FRESH
 
 
-def find_dots_into_temporaries(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
+def find_dots_into_temporaries(kernel: ir.Kernel, facts: Facts, refs: Counter,
+                               private: AbstractSet[int] = frozenset()) -> set[int]:
     """`id()`s of `dot(a, b, t)` that may accumulate into the temporary `t` in place.
 
     The online softmax rescales its accumulator as the dot's acc operand
@@ -208,7 +209,7 @@ def find_dots_into_temporaries(kernel: ir.Kernel, facts: Facts, refs: Counter) -
     rescaled block first. The copy is needless when `t` is read only by the dot, has its
     type and per-program layout, and was made in the same block by an op returning a
     fresh tensor (so no variable, constant, argument or view of a load shares it, and
-    the dot cannot run more often than it). `refs` counts reads as for `find_inplace`.
+    the dot cannot run more often than it). `refs` and `private` are as for `find_inplace`.
     """
     out: set[int] = set()
 
@@ -219,27 +220,32 @@ def find_dots_into_temporaries(kernel: ir.Kernel, facts: Facts, refs: Counter) -
                 continue
             acc = st.args[2] if st.op == "dot" and len(st.args) == 3 else None
             d = defs.get(acc.name) if isinstance(acc, ir.Var) else None
-            if d is not None and _private_temporary(acc, d, st, facts, refs):
+            if d is not None and _private_temporary(acc, d, st, facts, refs, private):
                 out.add(id(st))
             defs[st.dst.name] = st
     return out
 
 
-def _private_temporary(value: ir.Var, d: ir.Assign, reader: ir.Assign, facts: Facts, refs: Counter) -> bool:
-    """Whether `value` (assigned by `d`) is a fresh per-program tensor read only by `reader`,
-    with `reader`'s result type and layout, which `reader` may therefore overwrite."""
+def _private_temporary(value: ir.Var, d: ir.Assign, reader: ir.Assign, facts: Facts, refs: Counter,
+                       private: AbstractSet[int] = frozenset()) -> bool:
+    """Whether `value` (assigned by `d`: an op making a fresh tensor, or a load in `private`)
+    is a per-program tensor nothing else holds, read only by `reader`, with `reader`'s
+    result type and layout, which `reader` may therefore overwrite."""
     return (refs[value.name] == 2 and value.type == reader.dst.type
-            and facts.is_varying(value) == facts.is_varying(reader.dst) and makes_fresh_tensor(d, facts)
+            and facts.is_varying(value) == facts.is_varying(reader.dst)
+            and (makes_fresh_tensor(d, facts) or id(d) in private)
             and (facts.is_varying(d.dst) == any(facts.is_varying(x) for x in d.args) or d.op == "dot"))
 
 
-def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
+def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter, private: AbstractSet[int] = frozenset()) -> set[int]:
     """`id()`s of elementwise ops that may overwrite their first operand.
 
     The operand must be a temporary read only here, defined by an op that returns a
-    fresh tensor, in the same block (so neither runs more often than the other), with
-    the result's dtype and per-program layout: reusing its buffer then saves an
-    allocation, which for large blocks is mostly page faults. `refs` counts every read,
+    fresh tensor or by a load in `private` (a row gather, whose result is a private copy;
+    other loads may be views of the argument), in the same block (so neither runs more
+    often than the other), with the result's dtype and per-program layout: reusing its
+    buffer then saves an allocation, which for large blocks is mostly page faults (a
+    Llama-2-7B prefill launch's queries, scaled once: 3 MB). `refs` counts every read,
     those through the affine forms of accesses included (a row store's start may read a
     temporary the IR no longer names there).
     """
@@ -252,7 +258,7 @@ def find_inplace(kernel: ir.Kernel, facts: Facts, refs: Counter) -> set[int]:
                 a = st.args[0] if st.args else None
                 d = defs.get(a.name) if isinstance(a, ir.Var) else None
                 if (d is not None and _has_out_form(st, facts) and st.op != "cast"
-                        and _private_temporary(a, d, st, facts, refs)):
+                        and _private_temporary(a, d, st, facts, refs, private)):
                     out.add(id(st))
                 defs[st.dst.name] = st
     return out
