@@ -42,7 +42,8 @@ class Programs:
 
     def pid(self, axis: int) -> torch.Tensor:
         """`program_id(axis)` of every executing program, as int32 `[G]`."""
-        if axis not in self.cached:
+        p = self.cached.get(axis)
+        if p is None:
             flat = torch.arange(self.total, dtype=torch.int32) if self.idx is None else self.idx.to(torch.int32)
             g0, g1, _ = self.grid
             if axis == 0:
@@ -51,18 +52,17 @@ class Programs:
                 p = (flat // g0) % g1
             else:
                 p = flat // (g0 * g1)
-            self.remember(axis, p)
-        return self.cached[axis]
+            p = self.remember(axis, p)
+        return p
 
     def pid_index(self, axis: int) -> torch.Tensor:
         """`pid(axis)` as int64, for `index_select`."""
-        key = axis + 3
-        if key not in self.cached:
-            self.remember(key, self.pid(axis).long())
-        return self.cached[key]
+        p = self.cached.get(axis + 3)
+        return p if p is not None else self.remember(axis + 3, self.pid(axis).long())
 
     def remember(self, key: Hashable, derived: torch.Tensor) -> torch.Tensor:
-        """Keeps `derived`, a tensor that depends only on this program set, in `cached`."""
+        """Keeps `derived`, a tensor that depends only on this program set, in `cached`, and
+        returns it (another thread may clear `cached` at any time: read it back from here)."""
         if len(self.cached) >= _GRID_LIMIT:
             self.cached.clear()
         self.cached[key] = derived
