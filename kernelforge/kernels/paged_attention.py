@@ -601,9 +601,9 @@ def paged_attention(
     if found is None:
         validation.check_paged_attention("paged_attention", *tensors, max_seqlen_q, max_seqlen_k, softmax_scale,
                                          causal, sliding_window)
-    elif validation.reads_contents(block_table, cu_seqlens_q, seqused_k):
-        validation._check_paged_contents("paged_attention", query.shape[0], key_cache.shape[1], key_cache.shape[0],
-                                         block_table, cu_seqlens_q, seqused_k, max_seqlen_q, max_seqlen_k)
+    else:
+        validation.check_paged_contents("paged_attention", query.shape[0], key_cache, block_table, cu_seqlens_q,
+                                        seqused_k, max_seqlen_q, max_seqlen_k)
     num_tokens, num_seqs = query.shape[0], seqused_k.shape[0]
     if num_tokens == 0 or num_seqs == 0 or max_seqlen_q == 0:
         return
