@@ -146,6 +146,12 @@ def test_memo_key_refuses_what_it_cannot_key():
     assert memo_key((1.0,), x) != memo_key((1,), x), "a scalar's type is part of the key"
 
 
+def test_sanitized_calls_are_never_memoised():
+    x = torch.ones(2)
+    with mock.patch.dict(os.environ, {"KF_SANITIZE": "1"}):
+        assert memo_key((1.0,), x) is None
+
+
 def test_a_memo_without_a_key_always_launches_the_checked_way():
     memo = LaunchMemo(rms_norm_module._rms_norm_kernel)
     out, x, weight = _norm_args(rows=2, hidden=8)
