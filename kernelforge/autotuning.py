@@ -36,6 +36,7 @@ import torch
 
 from kernelforge.backends import launch_flags, select_backend_name
 from kernelforge.jit import BoundLaunch, arg_signature, constant_key, launches_signed, signature_device
+from kernelforge.memo import BoundedMemo
 
 ConfigValue = Union[int, float, bool, str]
 _JSON_SCALARS = (int, float, bool, str)
@@ -408,11 +409,15 @@ class Autotuned:
         """What a launch memoised outside this object (`bind`) depends on besides its
         arguments: the provider generation, the `launch_flags` and the backend `device`
         selects. None while launches must not be memoised: a config is forced or launches
-        are captured (this thread), the provider is not `stable`, or the kernel's `run` was
-        replaced (a recorder must see every launch)."""
+        are captured (this thread), the provider is not `stable`, the kernel's `run` was
+        replaced (a recorder must see every launch), or KF_SANITIZE=1 (a sanitized run checks
+        every call in full, which also checks that each op's key covers what its checks read)."""
         if not _memo_allowed() or not launches_signed(self.fn):
             return None
-        return (_provider_generation, *launch_flags(), select_backend_name(device))
+        flags = launch_flags()
+        if flags[0] == "1":
+            return None
+        return (_provider_generation, *flags, select_backend_name(device))
 
     def bind(self, args: tuple, kwargs: dict[str, Any], grid: Any) -> BoundLaunch | None:
         """The launch that a call with these arguments, already made, settled (config,
@@ -472,24 +477,6 @@ class Autotuned:
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: self.run(*args, grid=grid, **kwargs)
-
-
-class BoundedMemo(dict):
-    """A dict that forgets its oldest entry once it holds `limit`: the launch memos are
-    keyed on shapes, which a long-running server varies without end (token counts, the
-    longest context). Lookups are plain dict lookups; insertions take a lock, so that
-    threads launching at once never evict the same entry twice."""
-
-    def __init__(self, limit: int = 4096) -> None:
-        super().__init__()
-        self.limit = limit
-        self._insert = threading.Lock()
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        with self._insert:
-            if key not in self and len(self) >= self.limit:
-                del self[next(iter(self))]
-            super().__setitem__(key, value)
 
 
 def _memo_allowed() -> bool:

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kernelforge.autotuning import Autotuned, BoundedMemo
-from kernelforge.backends import environ_get, num_cores, select_backend_name
+from kernelforge.autotuning import Autotuned
+from kernelforge.backends import num_cores, select_backend_name
 from kernelforge.backends.cpu import c_build
 from kernelforge.jit import BoundLaunch
+from kernelforge.memo import BoundedMemo
 
 
 def persistent(device: torch.device) -> bool:
@@ -69,10 +70,8 @@ def memo_key(scalars: tuple, *tensors: Tensor | None) -> tuple | None:
     """An op call's `LaunchMemo` key: its scalar arguments with their types, and what its
     metadata checks and kernel arguments read from its tensors (shape, strides, dtype,
     device; None stays None). None when an argument is neither an int, float, bool, str,
-    None nor a tensor: the op's checks then name it. None under KF_SANITIZE=1 too: a
-    sanitized run checks every call in full, which also checks that each op's key covers
-    what its checks read."""
-    if environ_get("KF_SANITIZE") == "1" or not all(type(v) in _KEY_SCALARS for v in scalars):
+    None nor a tensor: the op's checks then name it."""
+    if not all(type(v) in _KEY_SCALARS for v in scalars):
         return None
     parts: list = [tuple((type(v), v) for v in scalars)]
     for t in tensors:

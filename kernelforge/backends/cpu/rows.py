@@ -32,12 +32,13 @@ from typing import Sequence
 import torch
 
 from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, put, scatter
-from kernelforge.backends.cpu.views import (Aff, _clip, _live, _no_overlap, _padded, _remember, conds_mask,
+from kernelforge.backends.cpu.views import (Aff, _clip, _live, _no_overlap, _padded, conds_mask,
                                             extent, values)
+from kernelforge.memo import BoundedMemo
 
 Dyn = tuple  # (tensor or int, coef: int, dims: tuple[int | None, ...], per_program: bool)
 
-_plans: dict[tuple, "_Plan"] = {}
+_plans: BoundedMemo = BoundedMemo()
 _LEADING_DIMS = tuple(tuple(range(n)) for n in range(8))  # dims (0, 1, ..., n - 1)
 
 
@@ -158,7 +159,7 @@ def _plan(P: Programs, aff: Aff, shape: tuple[int, ...], inner: int, per_program
     key = (aff, shape, inner, per_program, _static(dyn), _static_conds(conds), P.grid, P.G, n)
     plan = _plans.get(key)
     if plan is None:
-        plan = _remember(_plans, key, _make_plan(P, aff, shape, inner, per_program, dyn, conds, n))
+        plan = _plans[key] = _make_plan(P, aff, shape, inner, per_program, dyn, conds, n)
     return plan
 
 

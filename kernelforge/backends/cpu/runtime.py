@@ -15,14 +15,16 @@ from typing import Any, Hashable, Sequence
 
 import torch
 
+from kernelforge.memo import BoundedMemo
+
 Number = int | float | bool
 Value = Any  # torch.Tensor or Python number
 
 
 # Grid -> the derived tensors of its whole program set (`Programs.cached`), shared by
 # every launch over that grid: a decode step relaunches one grid per kernel.
-_grid_tensors: dict[tuple[int, int, int], dict] = {}
 _GRID_LIMIT = 256
+_grid_tensors: BoundedMemo = BoundedMemo(_GRID_LIMIT)
 
 
 class Programs:
@@ -62,9 +64,7 @@ class Programs:
 
     def remember(self, key: Hashable, derived: torch.Tensor) -> torch.Tensor:
         """Keeps `derived`, a tensor that depends only on this program set, in `cached`, and
-        returns it (another thread may clear `cached` at any time: read it back from here)."""
-        if len(self.cached) >= _GRID_LIMIT:
-            self.cached.clear()
+        returns it (another thread may evict it at any time: read it back from here)."""
         self.cached[key] = derived
         return derived
 
@@ -75,12 +75,10 @@ class Programs:
         return Programs(self.grid, idx)
 
 
-def _whole_grid_tensors(grid: tuple[int, int, int]) -> dict:
+def _whole_grid_tensors(grid: tuple[int, int, int]) -> BoundedMemo:
     tensors = _grid_tensors.get(grid)
     if tensors is None:
-        if len(_grid_tensors) >= _GRID_LIMIT:
-            _grid_tensors.clear()
-        tensors = _grid_tensors[grid] = {}
+        tensors = _grid_tensors[grid] = BoundedMemo(_GRID_LIMIT)
     return tensors
 
 

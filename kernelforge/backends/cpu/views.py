@@ -22,13 +22,13 @@ from typing import Sequence
 import torch
 
 from kernelforge.backends.cpu.runtime import Programs, Value, all_true, flat, gather, scatter
+from kernelforge.memo import BoundedMemo
 
 Aff = tuple  # (base: int, pid_coefs: tuple[int, int, int], blk_coefs: tuple[int, ...])
 Grid = tuple[int, int, int]
 
-_PLAN_LIMIT = 4096
-_load_plans: dict[tuple, tuple] = {}
-_store_plans: dict[tuple, tuple] = {}
+_load_plans: BoundedMemo = BoundedMemo()
+_store_plans: BoundedMemo = BoundedMemo()
 
 
 def extent(t: torch.Tensor) -> int:
@@ -112,14 +112,6 @@ def _no_overlap(sizes: Sequence[int], strides: Sequence[int]) -> bool:
             return False
         reach += st * (sz - 1)
     return True
-
-
-def _remember(plans: dict, key: tuple, plan: tuple) -> tuple:
-    """Stores a freshly made plan (callers look plans up inline: this is the hot path)."""
-    if len(plans) >= _PLAN_LIMIT:
-        plans.clear()
-    plans[key] = plan
-    return plan
 
 
 # ---------------------------------------------------------------- loads
@@ -217,7 +209,7 @@ def _load(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], conds:
         key = (aff, shape, conds, P.grid, n)
         plan = _load_plans.get(key)
         if plan is None:
-            plan = _remember(_load_plans, key, _plan_load(P.grid, aff, shape, conds, n, True))
+            plan = _load_plans[key] = _plan_load(P.grid, aff, shape, conds, n, True)
     else:
         plan = _plan_load(P.grid, aff, shape, conds, n, simple)
     kind = plan[0]
@@ -262,7 +254,7 @@ def _load_trimmed(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...]
     if plan is None:
         plan = _plan_trimmed_load(P.grid, aff, shape, conds, n)
         if P.idx is None:
-            _remember(_load_plans, key, plan)
+            _load_plans[key] = plan
     kind, box = plan[0], plan[-1]
     if kind == "empty":
         return torch.empty(((P.G,) if any(aff[1]) else ()) + box, dtype=t.dtype)
@@ -334,7 +326,7 @@ def store(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...], value:
         key = (aff, shape, conds, P.grid, n, per_program)
         plan = _store_plans.get(key)
         if plan is None:
-            plan = _remember(_store_plans, key, _plan_store(P.grid, aff, shape, conds, n, per_program, True))
+            plan = _store_plans[key] = _plan_store(P.grid, aff, shape, conds, n, per_program, True)
     else:
         plan = _plan_store(P.grid, aff, shape, conds, n, per_program, False)
     kind = plan[0]
@@ -375,7 +367,7 @@ def store_target(t: torch.Tensor, P: Programs, aff: Aff, shape: tuple[int, ...],
     key = (aff, shape, conds, P.grid, n, True)
     plan = _store_plans.get(key)
     if plan is None:
-        plan = _remember(_store_plans, key, _plan_store(P.grid, aff, shape, conds, n, True, True))
+        plan = _store_plans[key] = _plan_store(P.grid, aff, shape, conds, n, True, True)
     if plan[0] != "view" or plan[3] or (plan[2] is not None and plan[2] != shape):
         return None
     view = _write_target(t, plan[1])
@@ -406,7 +398,7 @@ def _trimmed_store_plan(P: Programs, aff: Aff, shape: tuple[int, ...], conds: Se
     key = (aff, shape, conds, P.grid, n, per_program, "trim")
     plan = _store_plans.get(key)
     if plan is None:
-        plan = _remember(_store_plans, key, _plan_trimmed_store(P.grid, aff, shape, conds, n, per_program))
+        plan = _store_plans[key] = _plan_trimmed_store(P.grid, aff, shape, conds, n, per_program)
     return plan
 
 

@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernelforge as kf
-from kernelforge.autotuning import BoundedMemo, capture_launches, forced_config
+from kernelforge.autotuning import capture_launches, forced_config
 from kernelforge.jit import BoundLaunch
 from kernelforge.kernels import reference, reshape_and_cache, rms_norm, rotary_embedding, validation
 from kernelforge.kernels.launch import LaunchMemo, memo_key
+from kernelforge.memo import BoundedMemo
 
 rms_norm_module = importlib.import_module("kernelforge.kernels.rms_norm")
 
@@ -149,9 +150,13 @@ def test_memo_key_refuses_what_it_cannot_key():
 
 
 def test_sanitized_calls_are_never_memoised():
-    x = torch.ones(2)
+    _, x = _memoised_norm()
     with mock.patch.dict(os.environ, {"KF_SANITIZE": "1"}):
-        assert memo_key((1.0,), x) is None
+        assert rms_norm_module._rms_norm_kernel.memo_state(x.device) is None
+        with mock.patch.object(validation, "check_rms_norm", wraps=validation.check_rms_norm) as check:
+            for _ in range(2):
+                rms_norm(torch.empty_like(x), x, torch.ones(40), 1e-6)
+        assert check.call_count == 2, "every sanitized call runs the full checks"
 
 
 def test_a_memo_without_a_key_always_launches_the_checked_way():
